@@ -1,0 +1,284 @@
+"""Named catalogues (layers, activations, initializers, optimizers, ...) and parameter types.
+
+Every name a spec can mention resolves through a `Registry`. An entry is a class; its
+``__init__`` signature *is* the parameter list the checker validates against: each parameter
+is annotated with a type object (``int``, ``float``, ``bool``, ``str`` or one of `Float`,
+`Int`, `Choice`, `Ref` below) and has a default unless it is required.
+
+    @ACTIVATIONS.register("leaky_relu")
+    class LeakyReLU(Activation):
+        '''max(x, alpha*x) (Maas et al. 2013).'''
+        def __init__(self, alpha: Float(ge=0) = 0.01): ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+REQUIRED = inspect.Parameter.empty
+
+
+# ---------------------------------------------------------------- parameter types
+@dataclass(frozen=True)
+class Float:
+    """A real number, optionally bounded; ints are accepted and converted."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def convert(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {describe(value)}")
+        value = float(value)
+        _check_bounds(self, value)
+        return value
+
+    def __str__(self) -> str:
+        return "float" + _bounds_text(self)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer, optionally bounded; 3.0 is accepted as 3, 3.5 is an error."""
+
+    ge: int | None = None
+    gt: int | None = None
+    le: int | None = None
+    lt: int | None = None
+
+    def convert(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected an integer, got {describe(value)}")
+        if isinstance(value, float) and not value.is_integer():
+            raise TypeError(f"expected an integer, got {value!r}")
+        value = int(value)
+        _check_bounds(self, value)
+        return value
+
+    def __str__(self) -> str:
+        return "int" + _bounds_text(self)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of words, written bare (`mode=fan_in`) or quoted."""
+
+    options: tuple[str, ...]
+
+    def __init__(self, *options: str):
+        object.__setattr__(self, "options", tuple(options))
+
+    def convert(self, value: Any) -> str:
+        word = value.name if isinstance(value, Symbol) else value
+        if not isinstance(word, str):
+            raise TypeError(f"expected one of {', '.join(self.options)}, got {describe(value)}")
+        if word not in self.options:
+            raise ValueError(f"expected one of {', '.join(self.options)}, got {word!r}" + _hint(word, self.options))
+        return word
+
+    def __str__(self) -> str:
+        return "|".join(self.options)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to an entry of another registry, e.g. ``init: Ref("initializer")``.
+
+    The checker resolves it to a `Component`; the plan instantiates it.
+    """
+
+    kind: str
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A bare word in a spec that is not a `let` variable (`relu`, `val_loss`)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Component:
+    """A checked reference to a registry entry with its converted arguments."""
+
+    kind: str  # registry kind, e.g. "initializer"
+    name: str  # canonical entry name, e.g. "he_normal"
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+    def build(self) -> Any:
+        """Instantiate the entry, building nested components first."""
+        entry = REGISTRIES[self.kind].get(self.name)
+        kwargs = {k: (v.build() if isinstance(v, Component) else v) for k, v in self.args}
+        return entry.cls(**kwargs)
+
+    def __str__(self) -> str:
+        if not self.args:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.args) + ")"
+
+
+def _check_bounds(t: Float | Int, v: float) -> None:
+    for attr, ok, word in (
+        ("ge", lambda b: v >= b, ">="),
+        ("gt", lambda b: v > b, ">"),
+        ("le", lambda b: v <= b, "<="),
+        ("lt", lambda b: v < b, "<"),
+    ):
+        bound = getattr(t, attr)
+        if bound is not None and not ok(bound):
+            raise ValueError(f"must be {word} {bound:g}, got {v:g}")
+
+
+def _bounds_text(t: Float | Int) -> str:
+    lo = f"[{t.ge:g}" if t.ge is not None else f"({t.gt:g}" if t.gt is not None else ""
+    hi = f"{t.le:g}]" if t.le is not None else f"{t.lt:g})" if t.lt is not None else ""
+    if not lo and not hi:
+        return ""
+    return f" in {lo or '(-inf'}, {hi or 'inf)'}"
+
+
+def describe(value: Any) -> str:
+    """Human description of a spec value, for error messages."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value:g}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, Symbol):
+        return f"name '{value.name}'"
+    return type(value).__name__
+
+
+def suggest(word: str, candidates) -> str | None:
+    """The closest candidate to a misspelt word, or None."""
+    hits = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+def _hint(word: str, candidates) -> str:
+    best = suggest(word, candidates)
+    return f" — did you mean '{best}'?" if best else ""
+
+
+def convert_plain(annotation: Any, value: Any) -> Any:
+    """Convert a value for a plain annotation (bool, str, int, float, or a type object)."""
+    if hasattr(annotation, "convert"):
+        return annotation.convert(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {describe(value)}")
+        return value
+    if annotation is str:
+        if isinstance(value, Symbol):
+            return value.name
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {describe(value)}")
+        return value
+    if annotation is int:
+        return Int().convert(value)
+    if annotation is float:
+        return Float().convert(value)
+    if annotation is REQUIRED or annotation is Any:
+        return value
+    raise TypeError(f"unsupported parameter annotation {annotation!r}")
+
+
+# ---------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: Any
+    default: Any  # REQUIRED when the parameter must be given
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    cls: type
+    aliases: tuple[str, ...]
+    params: tuple[Param, ...]
+
+    @property
+    def doc(self) -> str:
+        return (inspect.getdoc(self.cls) or "").split("\n")[0]
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+class Registry:
+    """A catalogue of named entries of one kind; names and aliases resolve to one entry."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._names: dict[str, str] = {}  # name or alias -> canonical name
+        REGISTRIES[kind] = self
+
+    def register(self, name: str, *aliases: str) -> Callable[[type], type]:
+        def deco(cls: type) -> type:
+            entry = Entry(name, cls, aliases, _signature(cls))
+            for key in (name, *aliases):
+                if key in self._names:
+                    raise ValueError(f"{self.kind} '{key}' registered twice")
+                self._names[key] = name
+            self._entries[name] = entry
+            cls.registered_name = name
+            return cls
+
+        return deco
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[self._names[name]]
+        except KeyError:
+            raise KeyError(f"unknown {self.kind} '{name}'" + _hint(name, self._names)) from None
+
+    def names(self) -> list[str]:
+        """Canonical names, sorted."""
+        return sorted(self._entries)
+
+    def all_names(self) -> list[str]:
+        """Canonical names and aliases."""
+        return sorted(self._names)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def suggest(self, name: str) -> str | None:
+        return suggest(name, self._names)
+
+
+REGISTRIES: dict[str, Registry] = {}
+
+
+def _signature(cls: type) -> tuple[Param, ...]:
+    params = []
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        params.append(Param(p.name, p.annotation, p.default))
+    return tuple(params)
