@@ -277,7 +277,7 @@ REGISTRIES: dict[str, Registry] = {}
 
 def _signature(cls: type) -> tuple[Param, ...]:
     params = []
-    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+    for p in list(inspect.signature(cls.__init__, eval_str=True).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         params.append(Param(p.name, p.annotation, p.default))

@@ -1,0 +1,278 @@
+"""The Python API: compile a spec into a `Model`, train it, use it, save it, load it back.
+
+    import dnnspec
+    model = dnnspec.compile_file("specs/quickstart.dnn", overrides=["train.epochs=3"])
+    history = model.fit()                 # data, epochs, batch size from the spec
+    probs = model.predict(x)
+    model.save("checkpoints/q.h5")
+    again = dnnspec.load_checkpoint("checkpoints/q.h5")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .check import Program, check_file, check_text, data_shape_errors
+from .ckpt import hdf5
+from .datasets import Splits
+from .errors import CheckpointError, DataError, SpecError
+from .plan import Plan
+from .rng import get_state, set_state
+from .train.loop import Trainer, evaluate, predict_logits
+
+
+class Model:
+    """A compiled spec: variables, training, inference, checkpoints."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.plan = Plan(program)
+        self.plan.initialize()
+        self.plan.seed_ops()
+        self.trainer = Trainer(self.plan)
+
+    # ------------------------------------------------------------ introspection
+    @property
+    def variables(self) -> dict[str, np.ndarray]:
+        """Scoped name -> float32 array (a view: assigning in place changes the model)."""
+        return self.plan.variables
+
+    @property
+    def history(self) -> list[dict]:
+        return self.trainer.state.history
+
+    def collection(self, name: str) -> list[tuple[str, Any]]:
+        """The members of a named collection in order, as (name, array or None for outputs)."""
+        builtin = {
+            "trainable_variables": [n for n, i in self.plan.infos.items() if i.trainable],
+            "non_trainable_variables": [n for n, i in self.plan.infos.items() if not i.trainable],
+            "moving_statistics": [n for n, i in self.plan.infos.items() if i.role.startswith("moving")],
+        }
+        names = self.program.collections.get(name, builtin.get(name))
+        if names is None:
+            known = sorted({*self.program.collections, *builtin})
+            raise KeyError(f"no collection '{name}'; known: {', '.join(known)}")
+        out = []
+        for n in names:
+            if n in self.variables:
+                out.append((n, self.variables[n]))
+            else:  # a layer: all its variables; an output name: no stored array
+                members = [(v, a) for v, a in self.variables.items() if v.startswith(n + "/")]
+                out.extend(members or [(n, None)])
+        return out
+
+    # ------------------------------------------------------------ data
+    def load_data(self) -> Splits:
+        """The spec's `data` declaration, loaded, with the train block's validation split applied."""
+        if self.program.data is None:
+            raise DataError("the spec has no `data` declaration: pass arrays to fit(x, y)")
+        splits = self.program.data.build().load(Path.cwd())
+        errors = data_shape_errors(self.program, splits.n_features, splits.n_classes,
+                                   _label_width(splits.train[1]), self.program.ops[0].span if self.program.ops else None)
+        if errors:
+            raise SpecError(errors, getattr(self.program, "sources", {}))
+        hold = self.program.train.validation
+        if splits.val is None and hold > 0:
+            x, y = splits.train
+            k = int(round(hold * len(x))) if hold < 1 else int(hold)
+            if not 0 < k < len(x):
+                raise DataError(f"validation {hold:g} leaves no training data ({len(x)} examples)")
+            splits.train, splits.val = (x[:-k], y[:-k]), (x[-k:], y[-k:])
+        return splits
+
+    # ------------------------------------------------------------ training
+    def fit(self, x: np.ndarray | None = None, y: np.ndarray | None = None, *, epochs: int | None = None,
+            batch_size: int | None = None, validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+            reporter=None, on_epoch_end=None) -> list[dict]:
+        """Train; arguments left out come from the spec. Returns the per-epoch history."""
+        if x is None:
+            splits = self.load_data()
+            train = splits.train
+            if validation_data is None:
+                validation_data = splits.val
+        else:
+            if y is None:
+                raise ValueError("fit(x, y): y is missing")
+            train = (_features(x, self.plan.dtype), np.asarray(y))
+        if validation_data is not None:
+            validation_data = (_features(validation_data[0], self.plan.dtype), np.asarray(validation_data[1]))
+        if reporter is not None:
+            self.trainer.reporter = reporter
+        self.trainer.on_epoch_end = on_epoch_end
+        return self.trainer.fit(train, validation_data, epochs, batch_size)
+
+    # ------------------------------------------------------------ inference
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Outputs in inference mode: class probabilities for classification losses."""
+        return self.plan.loss.predict(predict_logits(self.plan, _features(x, self.plan.dtype)))
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return predict_logits(self.plan, _features(x, self.plan.dtype))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """Mean loss and accuracy in inference mode."""
+        return evaluate(self.plan, _features(x, self.plan.dtype), np.asarray(y))
+
+    # ------------------------------------------------------------ checkpoints
+    def to_checkpoint(self) -> hdf5.Checkpoint:
+        plan, tr = self.plan, self.trainer
+        membership: dict[str, list[str]] = {}
+        for cname, names in self.program.collections.items():
+            for n in names:
+                for v in plan.variables:
+                    if v == n or v.startswith(n + "/"):
+                        membership.setdefault(v, []).append(cname)
+        variables = {n: hdf5.VarRecord(plan.variables[n].copy(), i.trainable, i.role, i.init,
+                                       tuple(membership.get(n, ()))) for n, i in plan.infos.items()}
+        up = tr.updater
+        optimizer = {"name": self.program.train.optimizer.name, "hyperparameters": up.optimizer.hyperparameters(),
+                     "step": up.t, "slots": {s: {n: a.copy() for n, a in views.items()}
+                                             for s, views in up.slot_views().items()}}
+        st = tr.state
+        state = {"epoch": st.epoch, "global_step": up.t, "best": st.best, "best_epoch": st.best_epoch,
+                 "es_best": st.es_best, "es_wait": st.es_wait, "stopped_early": st.stopped_early,
+                 "schedule": up.schedule.state_dict(), "rng_shuffle": get_state(tr.shuffle_rng),
+                 "rng_ops": {op.name + ":" + type(op).registered_name: get_state(op.rng)
+                             for op in plan.ops if op.rng is not None}}
+        history = [{k: v for k, v in row.items() if k != "best"} for row in st.history]
+        return hdf5.Checkpoint(self.program.canonical, variables, optimizer, state, history,
+                               dict(self.program.collections))
+
+    def save(self, path) -> Path:
+        """Write an HDF5 checkpoint (atomically)."""
+        return hdf5.save(path, self.to_checkpoint())
+
+    def restore(self, ckpt: hdf5.Checkpoint, strict: bool = True) -> None:
+        """Load weights, optimizer slots and training state from a checkpoint of this spec."""
+        plan = self.plan
+        missing = [n for n in plan.variables if n not in ckpt.variables]
+        if strict and missing:
+            raise CheckpointError(f"the checkpoint lacks variables of this model: {', '.join(missing[:8])}")
+        for n, arr in plan.variables.items():
+            if n in ckpt.variables:
+                src = ckpt.variables[n].value
+                if src.shape != arr.shape:
+                    raise CheckpointError(f"variable {n}: checkpoint shape {src.shape} != model shape {arr.shape}")
+                arr[...] = src
+        tr, up = self.trainer, self.trainer.updater
+        if ckpt.optimizer is not None and ckpt.optimizer["name"] == self.program.train.optimizer.name:
+            views = up.slot_views()
+            for slot, arrays in ckpt.optimizer["slots"].items():
+                for n, a in arrays.items():
+                    if slot in views and n in views[slot]:
+                        views[slot][n][...] = a
+            up.t = int(ckpt.optimizer["step"])
+        s = ckpt.state
+        if s:
+            st = tr.state
+            st.epoch, st.best, st.best_epoch = int(s.get("epoch", 0)), s.get("best"), int(s.get("best_epoch", 0))
+            st.es_best, st.es_wait = s.get("es_best"), int(s.get("es_wait", 0))
+            st.stopped_early = bool(s.get("stopped_early", False))
+            up.schedule.load_state_dict(s.get("schedule", {}))
+            if "rng_shuffle" in s:
+                set_state(tr.shuffle_rng, s["rng_shuffle"])
+            for op in plan.ops:
+                key = op.name + ":" + type(op).registered_name
+                if op.rng is not None and key in s.get("rng_ops", {}):
+                    set_state(op.rng, s["rng_ops"][key])
+        tr.state.history = [dict(row) for row in ckpt.history]
+
+    # ------------------------------------------------------------ reporting
+    def summary(self) -> str:
+        from .report import summary_table
+
+        return summary_table(self)
+
+
+def _features(x, dtype) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim > 2:
+        x = x.reshape(len(x), -1)
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def _label_width(y: np.ndarray) -> int | None:
+    return y.shape[1] if y.ndim == 2 else None
+
+
+def compile_text(src: str, overrides: Sequence[str] | None = None, file: str = "<spec>") -> Model:
+    """Parse, check and compile spec text into a Model (weights initialized from the seed)."""
+    return Model(check_text(src, file, overrides or ()))
+
+
+def compile_file(path, overrides: Sequence[str] | None = None) -> Model:
+    """Parse, check and compile a .dnn file into a Model."""
+    return Model(check_file(path, overrides or ()))
+
+
+def load_checkpoint(path) -> Model:
+    """Rebuild the model a checkpoint was trained from (its stored spec) with its weights and state."""
+    ckpt = hdf5.load(path)
+    try:
+        model = Model(check_text(ckpt.spec, f"{path}:/spec"))
+    except SpecError as e:
+        raise CheckpointError(f"{path}: the spec stored in the checkpoint does not check:\n{e}") from None
+    model.restore(ckpt)
+    return model
+
+
+# ---------------------------------------------------------------- the `run` job
+def jsonl_path(program: Program) -> Path | None:
+    cfg = program.train
+    if cfg.log:
+        return Path(cfg.log)
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint).with_suffix(".jsonl")
+    return None
+
+
+def run(model: Model, reporter=None, log=print) -> dict:
+    """Train as the spec says, writing checkpoints and the metrics log; returns the final summary."""
+    start = time.perf_counter()
+    cfg = model.program.train
+    splits = model.load_data()
+    log_path = jsonl_path(model.program)
+    run_id = time.strftime("%Y%m%dT%H%M%S")
+    ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else None
+
+    def on_epoch_end(trainer, logs):
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps({"run": run_id, **{k: v for k, v in logs.items() if k != "best"}}) + "\n")
+        if ckpt_path is not None and (cfg.best is None or logs.get("best")):
+            model.save(ckpt_path)
+
+    history = model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
+                        on_epoch_end=on_epoch_end)
+    if ckpt_path is not None and cfg.best is not None and ckpt_path.is_file():
+        # evaluate the weights the checkpoint holds: the best epoch's
+        best = hdf5.load(ckpt_path)
+        for n, arr in model.variables.items():
+            arr[...] = best.variables[n].value
+    last = history[-1] if history else {}
+    result = {
+        "epochs_run": len(history),
+        "train_loss": last.get("loss"),
+        "train_accuracy": last.get("accuracy"),
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy"),
+        "test_loss": None,
+        "test_accuracy": None,
+        "stopped_early": model.trainer.state.stopped_early,
+        "checkpoint": str(ckpt_path) if ckpt_path is not None else None,
+        "log": str(log_path) if log_path is not None else None,
+    }
+    if splits.test is not None:
+        metrics = model.evaluate(*splits.test)
+        result["test_loss"] = metrics["loss"]
+        result["test_accuracy"] = metrics.get("accuracy")
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result

@@ -1,0 +1,291 @@
+"""The checker: AST -> `Program`, or a `SpecError` listing every problem found.
+
+Passes run in the order of `PASSES`; each reads and extends a `Context` and records
+diagnostics instead of stopping, so one run reports all independent errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .. import catalog
+from ..errors import Diagnostics, SpecError
+from ..registry import REGISTRIES, Component
+from ..syntax import ast
+from ..syntax.fmt import format_spec
+from ..syntax.parser import parse
+from .lints import LINTS
+from .model import Expander, OpSpec, resolve_auto_init
+from .overrides import apply_overrides
+from .program import EarlyStopping, Program, Reuse, TrainConfig
+from .settings import TOP_KEYS, TRAIN_KEYS, SettingValue, check_settings
+from .values import Bound, Env, Invalid, evaluate, resolve_component
+
+__all__ = ["check", "check_text", "check_file", "Program", "OpSpec", "data_shape_errors"]
+
+
+@dataclass
+class Context:
+    spec: ast.Spec
+    diags: Diagnostics
+    env: Env = field(default_factory=dict)
+    blocks: dict[str, ast.Block] = field(default_factory=dict)
+    model: ast.Model | None = None
+    expander: Expander | None = None
+    train: dict[str, list[SettingValue]] = field(default_factory=dict)
+    top: dict[str, list[SettingValue]] = field(default_factory=dict)
+    program: Program | None = None
+
+
+def _definitions(ctx: Context) -> None:
+    """`let` values, block templates, and the single model / data / train statements."""
+    from ..ops.base import ACTIVATIONS, LAYERS
+
+    seen: dict[type, Any] = {}
+    for st in ctx.spec.statements:
+        if isinstance(st, ast.Let):
+            if st.name in ctx.env:
+                ctx.diags.error("E013", f"variable '{st.name}' is defined twice", st.span)
+                continue
+            try:
+                ctx.env[st.name] = Bound(evaluate(st.value, ctx.env, ctx.diags))
+            except Invalid:
+                pass
+        elif isinstance(st, ast.Block):
+            if st.name in LAYERS or st.name in ACTIVATIONS:
+                ctx.diags.error("E045", f"block '{st.name}' has the name of a built-in layer", st.span,
+                                hint="choose another name")
+            elif st.name in ctx.blocks:
+                ctx.diags.error("E045", f"block '{st.name}' is defined twice", st.span)
+            else:
+                params = [p.name for p in st.params]
+                for p in st.params:
+                    if params.count(p.name) > 1:
+                        ctx.diags.error("E045", f"parameter '{p.name}' of block '{st.name}' is declared twice", p.span)
+                        break
+                ctx.blocks[st.name] = st
+        elif isinstance(st, (ast.Model, ast.Data, ast.Train)):
+            word = {ast.Model: "model", ast.Data: "data", ast.Train: "train"}[type(st)]
+            if type(st) in seen:
+                ctx.diags.error("E046", f"a spec has one `{word}` declaration; this is a second one", st.span)
+                continue
+            seen[type(st)] = st
+    ctx.model = seen.get(ast.Model)
+    if ctx.model is None:
+        ctx.diags.error("E041", "the spec declares no model", None,
+                        hint="add `model NAME { input x[WIDTH] ... }`")
+
+
+def _expand(ctx: Context) -> None:
+    if ctx.model is None:
+        return
+    ex = Expander(ctx.blocks, ctx.env, ctx.diags)
+    ex.model(ctx.model)
+    resolve_auto_init(ex.ops, ctx.diags)
+    ctx.expander = ex
+    if ex.input is not None and not ex.ops:
+        ctx.diags.error("E041", f"model '{ctx.model.name}' has no layers", ctx.model.span)
+
+
+def _training(ctx: Context) -> None:
+    trains = ctx.spec.of_type(ast.Train)
+    settings = trains[0].settings if trains else ()
+    ctx.train = check_settings(settings, TRAIN_KEYS, "train", ctx.env, ctx.diags)
+    ctx.top = check_settings(ctx.spec.of_type(ast.Setting), TOP_KEYS, "top-level", ctx.env, ctx.diags)
+
+
+def _value(ctx: Context, key: str) -> Any:
+    if key in ctx.train:
+        return ctx.train[key][0].value
+    default = TRAIN_KEYS[key].default
+    kind = getattr(TRAIN_KEYS[key].value, "kind", None)
+    return resolve_component(kind, default, None, ctx.diags) if kind else default
+
+
+def _options(ctx: Context, key: str) -> dict | None:
+    if key not in ctx.train:
+        return None
+    return ctx.train[key][0].options
+
+
+def _assemble(ctx: Context) -> None:
+    ex = ctx.expander
+    if ex is None or ex.input is None:
+        return
+    cfg = TrainConfig(loss=_value(ctx, "loss"), optimizer=_value(ctx, "optimizer"), schedule=_value(ctx, "schedule"))
+    sched = _options(ctx, "schedule") or {}
+    cfg.schedule_per = sched.get("per", "epoch")
+    cfg.warmup = sched.get("warmup", 0)
+    cfg.warmup_start = sched.get("warmup_start", 0.0)
+    for key in ("epochs", "batch", "seed", "validation", "shuffle", "log", "clip_norm", "clip_value"):
+        setattr(cfg, key, _value(ctx, key))
+    es = _options(ctx, "early_stopping")
+    if es is not None:
+        cfg.early_stopping = EarlyStopping(es["monitor"], _mode(es["mode"], es["monitor"]), es["patience"],
+                                           es["min_delta"], es["restore_best"])
+    ck = ctx.train.get("checkpoint")
+    if ck:
+        cfg.checkpoint = ck[0].value
+        best = ck[0].options["best"]
+        cfg.best = None if best == "none" else best
+        cfg.best_mode = _mode(ck[0].options["mode"], best)
+    cfg.regularize = [(s.value, s.pattern) for s in ctx.train.get("regularize", [])]
+    cfg.constrain = [(s.value, s.pattern) for s in ctx.train.get("constrain", [])]
+    name, width, _ = ex.input
+    program = Program(ctx.spec.file, ctx.model.name, name, width, ex.ops, cfg)
+    datas = ctx.spec.of_type(ast.Data)
+    if datas:
+        d = datas[0]
+        try:
+            call = evaluate(d.source, ctx.env, ctx.diags)
+            program.data = resolve_component("dataset", call, d.source.span, ctx.diags)
+            program.data_name = d.name
+        except Invalid:
+            pass
+    program.freeze = [(s.pattern, s.options["stats"]) for s in ctx.top.get("freeze", [])]
+    program.trainable = [s.pattern for s in ctx.top.get("trainable", [])]
+    program.reuse = [Reuse(s.value, s.options["scope"], s.options["from"], s.options["to"], s.span)
+                     for s in ctx.top.get("reuse", [])]
+    ctx.program = program
+
+
+def _mode(mode: str, monitor: str) -> str:
+    if mode != "auto":
+        return mode
+    return "max" if "accuracy" in monitor else "min"
+
+
+def _patterns(ctx: Context) -> None:
+    """Every scope pattern must match something; collections must name things that exist."""
+    p = ctx.program
+    if p is None:
+        return
+    names = p.variable_names()
+    listing = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
+    targets = [(pat, key) for key in ("regularize", "constrain") for _, pat in getattr(p.train, key)]
+    targets += [(pat, "freeze") for pat, _ in p.freeze] + [(pat, "trainable") for pat in p.trainable]
+    for pat, key in targets:
+        if not any(pat.match(n) for n in names):
+            ctx.diags.error("E060", f"pattern {pat.text!r} of '{key}' matches no variable", pat.span,
+                            hint=f"variables: {listing}")
+    known = set(names) | {op.layer for op in p.ops} | {op.name for op in p.ops}
+    known |= {p.input_name, "logits", "predictions", "loss", "accuracy"}
+    for s in ctx.top.get("collection", []):
+        for cname, expr in s.options.items():
+            items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
+            resolved = []
+            for item in items:
+                text = _path_text(item)
+                if text is None:
+                    ctx.diags.error("E061", "a collection lists names (x, dnn/hidden1/kernel) or strings",
+                                    item.span)
+                elif text not in known:
+                    from ..registry import suggest
+
+                    best = suggest(text, known)
+                    ctx.diags.error("E061", f"collection '{cname}' names '{text}', which the model does not have"
+                                    + (f" — did you mean '{best}'?" if best else ""), item.span)
+                else:
+                    resolved.append(text)
+            if cname in p.collections:
+                ctx.diags.error("E061", f"collection '{cname}' is defined twice", s.span)
+            p.collections[cname] = resolved
+
+
+def _path_text(e: ast.Expr) -> str | None:
+    """`dnn/hidden1/kernel` parses as a division of names; read it back as a path."""
+    if isinstance(e, ast.Str):
+        return e.value
+    if isinstance(e, ast.Name):
+        return e.id
+    if isinstance(e, ast.BinOp) and e.op == "/":
+        left, right = _path_text(e.left), _path_text(e.right)
+        return f"{left}/{right}" if left and right else None
+    return None
+
+
+def _data_shapes(ctx: Context) -> None:
+    """Built-in datasets know their widths statically: check them against input and output."""
+    p = ctx.program
+    if p is None or p.data is None:
+        return
+    sig = p.data.build().signature()
+    if sig is not None:
+        ctx.diags.items.extend(data_shape_errors(p, *sig, input_span=ctx.expander.input[2]))
+
+
+def data_shape_errors(program: Program, n_features: int, n_classes: int | None, label_width: int | None = None,
+                      input_span=None):
+    """Diagnostics for a model whose input or output width does not fit the data."""
+    out = Diagnostics()
+    if n_features != program.input_width:
+        out.error("E047", f"input '{program.input_name}' has width {program.input_width} but the data has "
+                          f"{n_features} features", input_span)
+    loss = program.train.loss.build()
+    want = loss.out_width(n_classes, label_width)
+    if want is not None and program.ops and want != program.output_width:
+        last = program.ops[-1]
+        out.error("E048", f"the last layer '{last.layer}' has width {program.output_width} but "
+                          f"{program.train.loss.name} on this data needs {want}", last.span)
+    return out.items
+
+
+def _lints(ctx: Context) -> None:
+    if ctx.program is not None:
+        for lint in LINTS:
+            lint(ctx.program, ctx.diags)
+
+
+PASSES = (_definitions, _expand, _training, _assemble, _patterns, _data_shapes, _lints)
+
+
+def check(spec: ast.Spec, overrides: Sequence[str] = ()) -> Program:
+    """Check a parsed spec (after applying `--set` overrides); raise SpecError on any error."""
+    catalog.load()
+    diags = Diagnostics()
+    sources = {spec.file: spec.source}
+    spec = apply_overrides(spec, overrides, diags, sources)
+    ctx = Context(spec, diags)
+    for run in PASSES:
+        run(ctx)
+    if diags.errors:
+        raise SpecError(sorted(diags.items, key=_position), sources)
+    program = ctx.program
+    program.warnings = diags.warnings
+    program.canonical = format_spec(spec)
+    program.sources = sources
+    return program
+
+
+def _position(d) -> tuple:
+    s = d.span
+    return (0, "", 0, 0) if s is None else (1, s.file, s.line, s.col)
+
+
+def check_text(text: str, file: str = "<spec>", overrides: Sequence[str] = ()) -> Program:
+    return check(parse(text, file), overrides)
+
+
+def check_file(path, overrides: Sequence[str] = ()) -> Program:
+    from pathlib import Path
+
+    from ..errors import UserError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such spec file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read spec: {e}") from None
+    return check_text(text, str(path), overrides)
+
+
+def component_text(c: Component) -> str:
+    return str(c)
+
+
+def registries():
+    catalog.load()
+    return REGISTRIES

@@ -1,0 +1,252 @@
+"""Expanding a model body: blocks, scopes and repeats become a flat list of named ops with
+inferred widths and declared variables (no arrays are allocated: only shapes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import Diagnostics, Span
+from ..ops.base import ACTIVATIONS, LAYERS, Var
+from ..registry import Component, Int, suggest
+from ..syntax import ast
+from .values import Bound, Env, Invalid, bind_arguments, blame, convert, evaluate, resolve_component
+
+
+@dataclass
+class OpSpec:
+    """One checked op: what to build, where it sits, its widths and variables."""
+
+    name: str  # scoped op name; its variables are "<name>/<local>"
+    layer: str  # the layer a user wrote (summary row)
+    component: Component  # kind "layer" or "activation"
+    n_in: int
+    n_out: int
+    variables: dict[str, Var]
+    span: Span | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.component.name
+
+    def build(self):
+        op = self.component.build()
+        op.name = self.name
+        return op
+
+    def variable_names(self) -> list[str]:
+        return [f"{self.name}/{local}" for local in self.variables]
+
+
+INIT_FAMILIES = {"glorot": "glorot_uniform", "he": "he_normal", "lecun": "lecun_normal"}
+
+
+class Expander:
+    """Walks a model body with a scope prefix, a block-argument environment and name tables."""
+
+    def __init__(self, blocks: dict[str, ast.Block], env: Env, diags: Diagnostics):
+        self.blocks, self.env, self.diags = blocks, env, diags
+        self.ops: list[OpSpec] = []
+        self.input: tuple[str, int, Span | None] | None = None
+        self.width: int | None = None
+        self.used: dict[str, dict[str, Span | None]] = {}  # prefix -> names taken there
+
+    # ------------------------------------------------------------ naming
+    def _claim(self, prefix: str, name: str, span: Span | None) -> bool:
+        taken = self.used.setdefault(prefix, {})
+        if name in taken:
+            first = taken[name]
+            where = f" (first at {first.line}:{first.col})" if first else ""
+            scope = prefix.rstrip("/") or "the model"
+            self.diags.error("E040", f"duplicate layer name '{name}' in {scope}{where}", span)
+            return False
+        taken[name] = span
+        return True
+
+    def _auto(self, prefix: str, base: str) -> str:
+        taken = self.used.setdefault(prefix, {})
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken[name] = None
+        return name
+
+    # ------------------------------------------------------------ walking
+    def model(self, model: ast.Model) -> None:
+        self.body(model.body, "", self.env, "", ())
+        if self.input is None:
+            self.diags.error("E041", f"model '{model.name}' has no input", model.span,
+                             hint="start the model with `input x[WIDTH]`")
+
+    def body(self, items, prefix: str, env: Env, suffix: str, stack: tuple[str, ...]) -> None:
+        for item in items:
+            try:
+                if isinstance(item, ast.Input):
+                    self._input(item, prefix, env)
+                elif isinstance(item, ast.Scope):
+                    name = item.name + suffix
+                    self._claim(prefix, name, item.span)
+                    self.body(item.body, f"{prefix}{name}/", env, "", stack)
+                elif isinstance(item, ast.Repeat):
+                    count = convert(Int(ge=1), evaluate(item.count, env, self.diags), blame(item.count, env),
+                                    self.diags, "repeat count")
+                    for i in range(1, count + 1):
+                        self.body(item.body, prefix, env, f"{suffix}{i}", stack)
+                elif isinstance(item, ast.Layer):
+                    self._layer(item, prefix, env, suffix, stack)
+            except Invalid:
+                continue
+
+    def _input(self, item: ast.Input, prefix: str, env: Env) -> None:
+        if self.input is not None or self.ops or prefix:
+            self.diags.error("E042", "`input` must come once, first, outside any scope", item.span)
+            return
+        width = convert(Int(ge=1), evaluate(item.width, env, self.diags), blame(item.width, env),
+                        self.diags, "input width")
+        self.input = (item.name, width, item.width.span or item.span)
+        self.width = width
+
+    def _layer(self, item: ast.Layer, prefix: str, env: Env, suffix: str, stack) -> None:
+        if self.width is None:
+            if self.input is None:
+                self.diags.error("E041", "a layer comes before the model's `input`", item.span,
+                                 hint="start the model with `input x[WIDTH]`")
+                self.width = -1  # report this once
+            raise Invalid
+        args = tuple(evaluate(a, env, self.diags) for a in item.args)
+        spans = tuple(blame(a, env) for a in item.args)
+        kwargs = tuple((k.name, evaluate(k.value, env, self.diags), blame(k.value, env) or k.span)
+                       for k in item.kwargs)
+        if item.kind in self.blocks:
+            return self._instance(self.blocks[item.kind], item, args, spans, kwargs, prefix, suffix, stack)
+        registry = LAYERS if item.kind in LAYERS else ACTIVATIONS if item.kind in ACTIVATIONS else None
+        if registry is None:
+            known = [*LAYERS.all_names(), *ACTIVATIONS.all_names(), *self.blocks]
+            best = suggest(item.kind, known)
+            kind = "activation" if best in ACTIVATIONS else "layer"
+            self.diags.error("E010", f"unknown {kind} '{item.kind}'" + (f" — did you mean '{best}'?" if best else ""),
+                             item.span, hint=None if best else "see `dnnspec check --list`")
+            raise Invalid
+        entry = registry.get(item.kind)
+        activation = None
+        if getattr(entry.cls, "takes_activation", False):
+            act = [k for k in kwargs if k[0] == "activation"]
+            kwargs = tuple(k for k in kwargs if k[0] != "activation")
+            if act:
+                activation = resolve_component("activation", act[0][1], act[0][2], self.diags)
+        bound = bind_arguments(entry, args, spans, kwargs, item.span, f"{registry.kind} '{entry.name}'", self.diags)
+        if bound is None:
+            raise Invalid
+        if item.name is not None:
+            name = item.name + suffix
+            if not self._claim(prefix, name, item.name_span):
+                raise Invalid
+        else:
+            name = self._auto(prefix, entry.name)
+        self._add(Component(registry.kind, entry.name, tuple(bound.items())), prefix + name, item.span)
+        if activation is not None:
+            self._add(activation, prefix + name, item.span)
+
+    def _add(self, component: Component, name: str, span: Span | None) -> None:
+        op = _without_auto(component).build()  # shapes only; auto is resolved once all ops are known
+        n_in = self.width
+        n_out = op.out_width(n_in)
+        if n_out < 1:
+            self.diags.error("E043", f"{component.name} gives no outputs for input width {n_in}", span)
+            raise Invalid
+        self.ops.append(OpSpec(name, name, component, n_in, n_out, op.variables(n_in), span))
+        self.width = n_out
+
+    def _instance(self, block: ast.Block, item: ast.Layer, args, spans, kwargs, prefix, suffix, stack) -> None:
+        if block.name in stack:
+            self.diags.error("E044", f"block '{block.name}' uses itself", item.span)
+            raise Invalid
+        names = [p.name for p in block.params]
+        what = f"block '{block.name}'"
+        ok = True
+        if len(args) > len(names):
+            self.diags.error("E022", f"{what} takes {len(names)} argument{'s' * (len(names) != 1)}, got {len(args)}",
+                             spans[len(names)] if len(spans) > len(names) else item.span)
+            ok = False
+        given: Env = {p.name: Bound(v, s) for p, v, s in zip(block.params, args, spans)}
+        for k, v, s in kwargs:
+            if k not in names:
+                best = suggest(k, names)
+                self.diags.error("E021", f"unknown parameter '{k}' for {what}", s,
+                                 hint=f"did you mean '{best}'?" if best else f"parameters: {', '.join(names)}")
+                ok = False
+            elif k in given:
+                self.diags.error("E023", f"parameter '{k}' of {what} given twice", s)
+                ok = False
+            else:
+                given[k] = Bound(v, s)
+        inner: Env = dict(self.env)  # lexical scope: `let` variables and the block's parameters
+        for p in block.params:
+            if p.name in given:
+                inner[p.name] = given[p.name]
+            elif p.default is None:
+                self.diags.error("E024", f"{what} needs argument '{p.name}'", item.span)
+                ok = False
+            else:
+                try:
+                    inner[p.name] = Bound(evaluate(p.default, self.env, self.diags), p.default.span)
+                except Invalid:
+                    ok = False
+        if not ok:
+            raise Invalid
+        name = item.name + suffix if item.name is not None else None
+        if name is None:
+            name = self._auto(prefix, block.name)
+        elif not self._claim(prefix, name, item.name_span):
+            raise Invalid
+        first = len(self.ops)
+        self.body(block.body, f"{prefix}{name}/", inner, "", (*stack, block.name))
+        for op in self.ops[first:]:  # a block instance is one row of the summary
+            op.layer = prefix + name
+
+
+def _without_auto(c: Component) -> Component:
+    args = tuple((k, Component("initializer", "zeros") if isinstance(v, Component) and v.name == "auto" else v)
+                 for k, v in c.args)
+    return replace(c, args=args)
+
+
+def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:
+    """Replace init=auto by the initializer suited to the activation that follows the op.
+
+    Glorot for sigmoid/tanh/softmax/linear, He for the ReLU family, LeCun for SELU (each
+    activation declares its `init_family`). The choice is noted for `dnnspec summary`.
+    """
+    for i, spec in enumerate(ops):
+        args = dict(spec.component.args)
+        auto = [k for k, v in args.items() if isinstance(v, Component) and v.name == "auto"]
+        if not auto:
+            continue
+        activation, family = "linear", "glorot"
+        for nxt in ops[i + 1:]:
+            if nxt.component.kind == "activation":
+                cls = ACTIVATIONS.get(nxt.kind).cls
+                activation, family = nxt.kind, getattr(cls, "init_family", "glorot")
+                break
+            if nxt.variables and any(v.role == "kernel" for v in nxt.variables.values()):
+                break  # the next weight layer: this one's output is linear
+        chosen = INIT_FAMILIES[family]
+        for k in auto:
+            args[k] = Component("initializer", chosen)
+            spec.notes.append(f"{k}=auto → {chosen} (for {activation})")
+        spec.component = replace(spec.component, args=tuple(args.items()))
+        spec.variables = spec.build().variables(spec.n_in)
+
+
+def variable_names(ops: list[OpSpec]) -> list[str]:
+    return [n for op in ops for n in op.variable_names()]
+
+
+def layer_names(ops: list[OpSpec]) -> list[str]:
+    return list(dict.fromkeys(op.layer for op in ops))
+
+
+def summarize_value(v: Any) -> str:
+    return str(v)

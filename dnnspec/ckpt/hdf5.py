@@ -1,0 +1,180 @@
+"""HDF5 checkpoints (docs/checkpoint-format.md): read and write, nothing else.
+
+No pickle anywhere: loading a checkpoint never runs code. Every dataset carries HDF5's
+fletcher32 checksum, so a damaged file is an error, never silently wrong weights. Writes go to a
+temporary file in the same folder and are renamed into place, so a crash mid-save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError
+
+FORMAT = "dnnspec"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class VarRecord:
+    value: np.ndarray
+    trainable: bool = True
+    role: str = "weight"
+    init: str = ""
+    collections: tuple[str, ...] = ()
+
+
+@dataclass
+class Checkpoint:
+    spec: str  # the canonical text of the effective spec
+    variables: dict[str, VarRecord]
+    optimizer: dict | None = None  # {"name", "hyperparameters", "step", "slots": {slot: {var: array}}}
+    state: dict = field(default_factory=dict)  # JSON-able training state (epoch, RNG, schedule, ...)
+    history: list[dict] = field(default_factory=list)
+    collections: dict[str, list[str]] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)  # file-level metadata, filled on load
+
+    @property
+    def spec_sha256(self) -> str:
+        return hashlib.sha256(self.spec.encode()).hexdigest()
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _dataset(group, name: str, value: np.ndarray):
+    value = np.ascontiguousarray(value)
+    if value.size == 0 or value.ndim == 0:  # fletcher32 needs a chunked, non-empty array
+        return group.create_dataset(name, data=value)
+    return group.create_dataset(name, data=value, fletcher32=True, chunks=True)
+
+
+def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["dnnspec_version"] = _version()
+            f.attrs["spec_sha256"] = ckpt.spec_sha256
+            f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            f.create_dataset("spec", data=ckpt.spec, dtype=h5py.string_dtype())
+            variables = f.create_group("variables")
+            for name, rec in ckpt.variables.items():
+                ds = _dataset(variables, name, rec.value)
+                ds.attrs["trainable"] = bool(rec.trainable)
+                ds.attrs["role"] = rec.role
+                ds.attrs["init"] = rec.init
+                ds.attrs["collections"] = json.dumps(list(rec.collections))
+            if ckpt.optimizer is not None:
+                opt = f.create_group("optimizer")
+                opt.attrs["name"] = ckpt.optimizer["name"]
+                opt.attrs["hyperparameters"] = json.dumps(ckpt.optimizer.get("hyperparameters", {}))
+                opt.attrs["step"] = int(ckpt.optimizer.get("step", 0))
+                slots = opt.create_group("slots")
+                for slot, arrays in ckpt.optimizer.get("slots", {}).items():
+                    g = slots.create_group(slot)
+                    for name, arr in arrays.items():
+                        _dataset(g, name, arr)
+            state = f.create_group("state")
+            for key, value in ckpt.state.items():
+                state.attrs[key] = json.dumps(value)
+            history = f.create_group("history")
+            keys = sorted({k for row in ckpt.history for k, v in row.items() if _is_number(v)})
+            for key in keys:
+                _dataset(history, key, np.array([float(row.get(key, np.nan)) for row in ckpt.history]))
+            collections = f.create_group("collections")
+            for cname, names in ckpt.collections.items():
+                collections.create_dataset(cname, data=list(names), dtype=h5py.string_dtype())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint; every problem with the file is a CheckpointError naming it."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with h5py.File(path, "r") as f:
+            return _read(f, path)
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged or not a dnnspec checkpoint ({e})") from None
+
+
+def _read(f, path: Path) -> Checkpoint:
+    import h5py
+
+    if f.attrs.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dnnspec checkpoint (no format=\"dnnspec\" attribute)")
+    version = int(f.attrs.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this dnnspec "
+                              f"understands ({FORMAT_VERSION}); upgrade dnnspec to read it")
+    if version < 1:
+        raise CheckpointError(f"{path}: unknown checkpoint format version {version}")
+    spec = f["spec"][()]
+    spec = spec.decode() if isinstance(spec, bytes) else str(spec)
+    variables: dict[str, VarRecord] = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            variables[name] = VarRecord(obj[()], bool(obj.attrs.get("trainable", True)),
+                                        str(obj.attrs.get("role", "weight")), str(obj.attrs.get("init", "")),
+                                        tuple(json.loads(obj.attrs.get("collections", "[]"))))
+
+    f["variables"].visititems(visit)
+    optimizer = None
+    if "optimizer" in f:
+        g = f["optimizer"]
+        slots: dict[str, dict[str, np.ndarray]] = {}
+        for slot, sg in g["slots"].items():
+            arrays: dict[str, np.ndarray] = {}
+            sg.visititems(lambda n, o: arrays.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+            slots[slot] = arrays
+        optimizer = {"name": str(g.attrs["name"]), "hyperparameters": json.loads(g.attrs["hyperparameters"]),
+                     "step": int(g.attrs["step"]), "slots": slots}
+    state = {k: json.loads(v) for k, v in f["state"].attrs.items()} if "state" in f else {}
+    history: list[dict] = []
+    if "history" in f and len(f["history"]):
+        cols = {k: f["history"][k][()] for k in f["history"]}
+        n = len(next(iter(cols.values())))
+        history = [{k: float(v[i]) for k, v in cols.items() if not np.isnan(v[i])} for i in range(n)]
+    collections = {}
+    if "collections" in f:
+        for cname, ds in f["collections"].items():
+            collections[cname] = [x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]]
+    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    ckpt = Checkpoint(spec, variables, optimizer, state, history, collections, attrs)
+    if attrs.get("spec_sha256") not in (None, ckpt.spec_sha256):
+        raise CheckpointError(f"{path}: the stored spec does not match its checksum (damaged file)")
+    return ckpt

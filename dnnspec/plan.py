@@ -1,0 +1,152 @@
+"""Compile a checked `Program` into a `Plan`: ordered ops over preallocated buffers, a variable
+store with scoped names, the trainable set, and the frozen prefix.
+
+Variables live in two flat float32 buffers — trainable ones contiguous in ``theta`` (so the
+optimizer updates the whole network in a few large passes), the rest (frozen weights, moving
+statistics) in ``fixed`` — and every name in ``variables`` is a view into one of them, so
+``plan.variables[name][...] = w`` changes the model. Gradients mirror ``theta`` in ``grad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .check.program import Program
+from .ops.base import Op, Var
+from .rng import stream
+
+DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    name: str
+    shape: tuple[int, ...]
+    trainable: bool  # trained by the optimizer (declared trainable and not frozen)
+    declared_trainable: bool  # the op's own flag (False for moving statistics)
+    role: str
+    init: str  # the initializer's name, for the record
+    op: str
+
+
+class Plan:
+    """The executable form of a program."""
+
+    def __init__(self, program: Program, dtype=DTYPE):
+        self.program = program
+        self.dtype = np.dtype(dtype)
+        self.ops: list[Op] = [spec.build() for spec in program.ops]
+        self.loss = program.train.loss.build()
+        self.infos: dict[str, VarInfo] = {}
+        self._declare()
+        self._allocate_variables()
+        self._mark_frozen()
+        self.batch = 0  # rows the activation buffers hold
+
+    # ------------------------------------------------------------ variables
+    def _declare(self) -> None:
+        self._vars: dict[str, Var] = {}
+        for spec, op in zip(self.program.ops, self.ops):
+            for local, var in spec.variables.items():
+                name = f"{spec.name}/{local}"
+                trainable = self.program.is_trainable(name, var.trainable)
+                self._vars[name] = var
+                self.infos[name] = VarInfo(name, tuple(var.shape), trainable, var.trainable, var.role,
+                                           repr(var.init), spec.name)
+
+    def _allocate_variables(self) -> None:
+        sizes = {n: int(np.prod(i.shape)) for n, i in self.infos.items()}
+        n_train = sum(s for n, s in sizes.items() if self.infos[n].trainable)
+        n_fixed = sum(s for n, s in sizes.items() if not self.infos[n].trainable)
+        self.theta = np.zeros(n_train, self.dtype)
+        self.grad = np.zeros(n_train, self.dtype)
+        self.fixed = np.zeros(n_fixed, self.dtype)
+        self._fixed_grad = np.zeros(n_fixed, self.dtype)  # sink for gradients nobody uses
+        self.variables: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.offsets: dict[str, tuple[int, int]] = {}  # trainable name -> (start, stop) in theta
+        pos = {True: 0, False: 0}
+        for name, info in self.infos.items():
+            buf, gbuf = (self.theta, self.grad) if info.trainable else (self.fixed, self._fixed_grad)
+            start = pos[info.trainable]
+            stop = start + sizes[name]
+            pos[info.trainable] = stop
+            self.variables[name] = buf[start:stop].reshape(info.shape)
+            self.grads[name] = gbuf[start:stop].reshape(info.shape)
+            if info.trainable:
+                self.offsets[name] = (start, stop)
+        for spec, op in zip(self.program.ops, self.ops):
+            names = {local: f"{spec.name}/{local}" for local in spec.variables}
+            op.bind({k: self.variables[v] for k, v in names.items()}, {k: self.grads[v] for k, v in names.items()})
+
+    def initialize(self, seed: int | None = None) -> None:
+        """Fill every variable from its own stream derived from (seed, scoped name)."""
+        seed = self.program.train.seed if seed is None else seed
+        for name, var in self._vars.items():
+            value = var.init(stream(seed, "init", name), tuple(var.shape), self.dtype)
+            self.variables[name][...] = value
+
+    def seed_ops(self, seed: int | None = None) -> None:
+        """Give every random op (dropout, noise) its own stream."""
+        seed = self.program.train.seed if seed is None else seed
+        for op in self.ops:
+            if op.random:
+                op.rng = stream(seed, "op", op.name, type(op).registered_name)
+
+    def _mark_frozen(self) -> None:
+        """Ops whose variables are all frozen run in inference mode (a frozen batch norm keeps its
+        statistics) unless the spec says `freeze ... stats=true`; backward stops at the lowest
+        op with a trainable variable."""
+        keep_stats = [p for p, stats in self.program.freeze if stats]
+        self.inference_only = []
+        for spec, op in zip(self.program.ops, self.ops):
+            names = spec.variable_names()
+            frozen = bool(names) and not any(self.infos[n].trainable for n in names)
+            updates_stats = any(not self.infos[n].declared_trainable for n in names)
+            if frozen and updates_stats and any(p.match(n) for p in keep_stats for n in names):
+                frozen = False
+            self.inference_only.append(frozen)
+        trainable_ops = [i for i, spec in enumerate(self.program.ops)
+                         if any(self.infos[n].trainable for n in spec.variable_names())]
+        self.first_trainable = trainable_ops[0] if trainable_ops else len(self.ops)
+
+    # ------------------------------------------------------------ buffers
+    def allocate(self, batch: int) -> None:
+        """Preallocate every op's buffers for batches of up to `batch` rows (once per size)."""
+        if batch <= self.batch:
+            return
+        for spec, op in zip(self.program.ops, self.ops):
+            op.allocate(batch, spec.n_in, self.dtype)
+        self.batch = batch
+
+    # ------------------------------------------------------------ execution
+    def forward(self, x: np.ndarray, training: bool, start: int = 0) -> np.ndarray:
+        self.allocate(len(x))
+        for op, inference in zip(self.ops[start:], self.inference_only[start:]):
+            x = op.forward(x, training and not inference)
+        return x
+
+    def backward(self, dz: np.ndarray) -> None:
+        """Back-propagate dL/dz down to the lowest trainable op and no further."""
+        stop = self.first_trainable
+        for i in range(len(self.ops) - 1, stop - 1, -1):
+            dz = self.ops[i].backward(dz, need_dx=i > stop)
+
+    @property
+    def trainable_names(self) -> list[str]:
+        return [n for n, i in self.infos.items() if i.trainable]
+
+    def describe(self) -> list[str]:
+        """The op list, one line per op, for `dnnspec plan`."""
+        lines = []
+        for i, (spec, op) in enumerate(zip(self.program.ops, self.ops)):
+            flags = []
+            if self.inference_only[i]:
+                flags.append("frozen")
+            if i < self.first_trainable:
+                flags.append("no backward")
+            lines.append(f"{i:>3}  {spec.name:<28} {op.describe():<32} {spec.n_in:>5} -> {spec.n_out:<5}"
+                         + ("  [" + ", ".join(flags) + "]" if flags else ""))
+        return lines

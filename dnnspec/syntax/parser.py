@@ -1,0 +1,224 @@
+"""Text -> AST. A thin wrapper over lark (LALR) and a pure tree-to-AST builder.
+
+Checking lives elsewhere (`dnnspec.check`): the transformer only builds nodes, so an exception
+here is a bug, never a user error (see STYLE.md on lark's VisitError).
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ..errors import Diagnostic, Span, SpecError
+from . import ast
+
+
+def grammar_text() -> str:
+    """The grammar shipped in the wheel, or the repository's copy in an editable install."""
+    packaged = resources.files("dnnspec") / "grammar" / "dnnspec.lark"
+    if packaged.is_file():
+        return packaged.read_text()
+    return (Path(__file__).resolve().parents[2] / "grammar" / "dnnspec.lark").read_text()
+
+
+@lru_cache(maxsize=None)
+def _parser(start: str) -> Lark:
+    return Lark(grammar_text(), parser="lalr", start=start, propagate_positions=True, maybe_placeholders=True)
+
+
+def parse(text: str, file: str = "<spec>") -> ast.Spec:
+    """Parse a whole spec; raises SpecError with a located syntax error."""
+    tree = _parse(text, file, "start")
+    statements = _Builder(file).transform(tree)
+    return ast.Spec(tuple(statements), file=file, source=text)
+
+
+def parse_expr(text: str, file: str = "<--set>") -> ast.Expr:
+    """Parse one expression (the value of a `--set key=value` override)."""
+    tree = _expr_parser().parse(text)
+    return _Builder(file).transform(tree)
+
+
+@lru_cache(maxsize=None)
+def _expr_parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", start="expr", propagate_positions=True, maybe_placeholders=True)
+
+
+def _parse(text: str, file: str, start: str):
+    src = text if text.endswith("\n") else text + "\n"
+    try:
+        return _parser(start).parse(src)
+    except UnexpectedInput as e:
+        raise SpecError([_syntax_diagnostic(e, src, file)], {file: text}) from None
+
+
+# Readable names for terminals in "expected ..." messages.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "_NL": "end of line",
+    "$END": "end of file",
+}
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    try:
+        pattern = _parser("start").get_terminal(name).pattern
+    except KeyError:
+        return name.lower()
+    return f"'{pattern.value}'" if pattern.type == "str" else name.lower()
+
+
+def _syntax_diagnostic(e: UnexpectedInput, src: str, file: str) -> Diagnostic:
+    line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+    if isinstance(e, UnexpectedToken) and e.token.type == "$END":
+        line = src.count("\n") or 1
+        col = len(src.rstrip("\n").split("\n")[-1]) + 1
+    if isinstance(e, UnexpectedCharacters):
+        what = f"unexpected character {src[e.pos_in_stream]!r}"
+        expected = set()
+    elif isinstance(e, UnexpectedToken):
+        tok = e.token
+        what = "unexpected end of line" if tok.type == "_NL" else (
+            "unexpected end of file" if tok.type == "$END" else f"unexpected {tok.value!r}")
+        expected = e.expected
+    else:  # pragma: no cover - UnexpectedEOF is not raised by LALR
+        what, expected = "unexpected end of input", set()
+    hint = None
+    if expected:
+        words = sorted({_describe_terminal(t) for t in expected if not t.startswith("__")})
+        if len(words) > 8:
+            words = words[:8] + ["..."]
+        hint = "expected " + ", ".join(words)
+    return Diagnostic("E001", f"syntax error: {what}", Span(file, line, col), hint=hint)
+
+
+def _span(file: str, meta) -> Span | None:
+    if getattr(meta, "empty", True):
+        return None
+    return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(file: str, tok: Token) -> Span:
+    return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+@v_args(meta=True)
+class _Builder(Transformer):
+    """Builds AST nodes from the parse tree; nothing else."""
+
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _s(self, meta) -> Span | None:
+        return _span(self.file, meta)
+
+    # expressions
+    def number(self, meta, c):
+        text = str(c[0])
+        value = int(text) if text.isdigit() else float(text)
+        return ast.Num(value, self._s(meta))
+
+    def string(self, meta, c):
+        return ast.Str(pyast.literal_eval(str(c[0])), self._s(meta))
+
+    def true(self, meta, c):
+        return ast.Bool(True, self._s(meta))
+
+    def false(self, meta, c):
+        return ast.Bool(False, self._s(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), self._s(meta))
+
+    def _bin(op):  # noqa: N805 - a factory used in the class body
+        def build(self, meta, c):
+            return ast.BinOp(op, c[0], c[1], self._s(meta))
+        return build
+
+    add, sub, mul, div, pow = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("**")
+
+    def neg(self, meta, c):
+        if isinstance(c[0], ast.Num):  # fold so that "-3" is a literal, as a user reads it
+            return ast.Num(-c[0].value, self._s(meta))
+        return ast.Neg(c[0], self._s(meta))
+
+    def unary(self, meta, c):  # unary plus
+        return c[0]
+
+    def list(self, meta, c):
+        return ast.ListExpr(tuple(x for x in c if x is not None), self._s(meta))
+
+    def kwarg(self, meta, c):
+        return ast.Kwarg(str(c[0]), c[1], _tok_span(self.file, c[0]))
+
+    def on(self, meta, c):
+        tok = c[0]
+        return ("on", ast.Str(pyast.literal_eval(str(tok)), _tok_span(self.file, tok)))
+
+    def args(self, meta, c):
+        items = [x for x in c if x is not None]
+        return (tuple(x for x in items if not isinstance(x, ast.Kwarg)),
+                tuple(x for x in items if isinstance(x, ast.Kwarg)))
+
+    def call(self, meta, c):
+        args, kwargs = c[1]
+        return ast.Call(str(c[0]), args, kwargs, _tok_span(self.file, c[0]))
+
+    # statements
+    def let_stmt(self, meta, c):
+        return ast.Let(str(c[0]), c[1], _tok_span(self.file, c[0]))
+
+    def param(self, meta, c):
+        return ast.Param(str(c[0]), c[1], _tok_span(self.file, c[0]))
+
+    def body(self, meta, c):
+        return tuple(c)
+
+    def block_def(self, meta, c):
+        params = tuple(p for p in c[1:-1] if p is not None)
+        return ast.Block(str(c[0]), params, c[-1], self._s(meta))
+
+    def model_def(self, meta, c):
+        return ast.Model(str(c[0]), c[1], self._s(meta))
+
+    def input_stmt(self, meta, c):
+        return ast.Input(str(c[0]), c[1], _tok_span(self.file, c[0]))
+
+    def scope_stmt(self, meta, c):
+        return ast.Scope(str(c[0]), c[1], self._s(meta))
+
+    def repeat_stmt(self, meta, c):
+        return ast.Repeat(c[0], c[1], self._s(meta))
+
+    def layer_stmt(self, meta, c):
+        kind, name, args = c
+        pos, kw = args if args is not None else ((), ())
+        return ast.Layer(
+            str(kind), str(name) if name is not None else None, pos, kw,
+            _tok_span(self.file, kind), _tok_span(self.file, name) if name is not None else None,
+        )
+
+    def data_def(self, meta, c):
+        return ast.Data(str(c[0]), c[1], _tok_span(self.file, c[0]))
+
+    def setting(self, meta, c):
+        key, value, *opts = c
+        kwargs = tuple(o for o in opts if isinstance(o, ast.Kwarg))
+        ons = [o[1] for o in opts if isinstance(o, tuple)]
+        return ast.Setting(str(key), value, kwargs, ons[-1] if ons else None, _tok_span(self.file, key))
+
+    def train_def(self, meta, c):
+        return ast.Train(tuple(c), self._s(meta))
+
+    def start(self, meta, c):
+        return list(c)

@@ -1,0 +1,1 @@
+"""Training runtime: the loop, the optimizer step, progress reporting."""
