@@ -54,6 +54,28 @@ def cpu_info() -> dict:
     }
 
 
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks[:8]) - idle, sum(ticks[:8])  # (busy, total), steal counted as busy
+
+
+def cpu_busy(seconds: float = 0.5) -> float | None:
+    """Fraction of all CPUs busy while this process sleeps: the load *others* put on the box.
+
+    Two BLAS threads on two cores that other processes also use stall at every barrier; on a
+    2-core machine a concurrent test suite made epochs 5-100x slower. Check this before timing.
+    """
+    try:
+        b0, t0 = _cpu_times()
+        time.sleep(seconds)
+        b1, t1 = _cpu_times()
+    except OSError:
+        return None
+    return (b1 - b0) / max(t1 - t0, 1)
+
+
 def blas_info() -> list[dict]:
     """The BLAS/OpenMP libraries loaded in this process, as threadpoolctl reports them.
 
@@ -106,6 +128,8 @@ def machine_info(gemm: bool = True, gemm_n: int = 2048, gemm_repeats: int = 5) -
                                          "architecture", "num_threads", "filepath", "source")},
         "threadpools": libs,
         "env": {k: os.environ.get(k) for k in BLAS_ENV},
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cpu_busy_before": cpu_busy(),
     }
     if gemm:
         med, lo, hi = gemm_gflops(gemm_n, gemm_repeats)
@@ -131,6 +155,9 @@ def machine_line(info: dict) -> str:
         g = info["gemm"]
         parts.append(f"sgemm {g['n']}³ {g['gflops_median']:.0f} GFLOP/s "
                      f"({g['gflops_min']:.0f}–{g['gflops_max']:.0f})")
+    busy = info.get("cpu_busy_before")
+    if busy is not None and busy > 0.05:
+        parts.append(f"WARNING: {busy:.0%} of the CPUs were busy with other work before measuring")
     return " · ".join(parts)
 
 

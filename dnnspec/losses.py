@@ -121,7 +121,7 @@ class SoftmaxCrossEntropy(Loss):
 
 @LOSSES.register("sigmoid_cross_entropy", "binary_cross_entropy")
 class SigmoidCrossEntropy(Loss):
-    """Binary cross-entropy of sigmoid(logits) against 0/1 labels (one column, or several for multi-label), from logits."""
+    """Binary cross-entropy of sigmoid(logits) against 0/1 labels; several columns for multi-label."""
 
     # max(z,0) - z*y + log1p(e^-|z|): exact, and finite for any z.
     labels = "binary"

@@ -81,10 +81,11 @@ def _expand(ctx: Context) -> None:
     if ctx.model is None:
         return
     ex = Expander(ctx.blocks, ctx.env, ctx.diags)
+    before = len(ctx.diags.errors)
     ex.model(ctx.model)
     resolve_auto_init(ex.ops, ctx.diags)
     ctx.expander = ex
-    if ex.input is not None and not ex.ops:
+    if ex.input is not None and not ex.ops and len(ctx.diags.errors) == before:
         ctx.diags.error("E041", f"model '{ctx.model.name}' has no layers", ctx.model.span)
 
 

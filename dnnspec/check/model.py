@@ -76,7 +76,7 @@ class Expander:
     # ------------------------------------------------------------ walking
     def model(self, model: ast.Model) -> None:
         self.body(model.body, "", self.env, "", ())
-        if self.input is None:
+        if self.input is None and self.width is None:  # not yet reported by a layer before `input`
             self.diags.error("E041", f"model '{model.name}' has no input", model.span,
                              hint="start the model with `input x[WIDTH]`")
 
@@ -117,7 +117,7 @@ class Expander:
             raise Invalid
         args = tuple(evaluate(a, env, self.diags) for a in item.args)
         spans = tuple(blame(a, env) for a in item.args)
-        kwargs = tuple((k.name, evaluate(k.value, env, self.diags), blame(k.value, env) or k.span)
+        kwargs = tuple((k.name, evaluate(k.value, env, self.diags), blame(k.value, env), k.span)
                        for k in item.kwargs)
         if item.kind in self.blocks:
             return self._instance(self.blocks[item.kind], item, args, spans, kwargs, prefix, suffix, stack)
@@ -171,14 +171,14 @@ class Expander:
                              spans[len(names)] if len(spans) > len(names) else item.span)
             ok = False
         given: Env = {p.name: Bound(v, s) for p, v, s in zip(block.params, args, spans)}
-        for k, v, s in kwargs:
+        for k, v, s, name_span in kwargs:
             if k not in names:
                 best = suggest(k, names)
-                self.diags.error("E021", f"unknown parameter '{k}' for {what}", s,
+                self.diags.error("E021", f"unknown parameter '{k}' for {what}", name_span,
                                  hint=f"did you mean '{best}'?" if best else f"parameters: {', '.join(names)}")
                 ok = False
             elif k in given:
-                self.diags.error("E023", f"parameter '{k}' of {what} given twice", s)
+                self.diags.error("E023", f"parameter '{k}' of {what} given twice", name_span)
                 ok = False
             else:
                 given[k] = Bound(v, s)

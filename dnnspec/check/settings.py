@@ -102,9 +102,10 @@ def check_settings(settings, table: dict[str, Key], where: str, env: Env, diags:
                         s.span)
             continue
         try:
-            out.setdefault(s.key, []).append(_check_one(s, key, env, diags))
+            checked = _check_one(s, key, env, diags)
         except Invalid:
             continue
+        out.setdefault(s.key, []).append(checked)
     return out
 
 

@@ -24,7 +24,7 @@ class Invalid(Exception):
 class CallValue:
     name: str
     args: tuple[Any, ...]  # evaluated values
-    kwargs: tuple[tuple[str, Any, Span | None], ...]
+    kwargs: tuple[tuple[str, Any, Span | None, Span | None], ...]  # name, value, value span, name span
     arg_spans: tuple[Span | None, ...]
     span: Span | None
 
@@ -52,7 +52,7 @@ def evaluate(e: ast.Expr, env: Env, diags: Diagnostics) -> Any:
         return [evaluate(x, env, diags) for x in e.items]
     if isinstance(e, ast.Call):
         args = tuple(evaluate(a, env, diags) for a in e.args)
-        kwargs = tuple((k.name, evaluate(k.value, env, diags), k.value.span) for k in e.kwargs)
+        kwargs = tuple((k.name, evaluate(k.value, env, diags), blame(k.value, env), k.span) for k in e.kwargs)
         return CallValue(e.name, args, kwargs, tuple(blame(a, env) for a in e.args), e.span)
     if isinstance(e, ast.Neg):
         v = evaluate(e.operand, env, diags)
@@ -111,7 +111,7 @@ def bind_arguments(
     entry: Entry,
     args: tuple[Any, ...],
     arg_spans: tuple[Span | None, ...],
-    kwargs: tuple[tuple[str, Any, Span | None], ...],
+    kwargs: tuple[tuple[str, Any, Span | None, Span | None], ...],
     where: Span | None,
     what: str,
     diags: Diagnostics,
@@ -132,18 +132,18 @@ def bind_arguments(
     for p, v, s in zip(params, args, arg_spans):
         given[p.name] = (v, s)
     names = [p.name for p in params]
-    for name, v, s in kwargs:
+    for name, v, s, name_span in kwargs:
         if name not in names:
             from ..registry import suggest
 
             best = suggest(name, names)
             hint = f"did you mean '{best}'?" if best else (
                 "parameters: " + ", ".join(names) if names else f"{what} takes no parameters")
-            diags.error("E021", f"unknown parameter '{name}' for {what}", s, hint=hint)
+            diags.error("E021", f"unknown parameter '{name}' for {what}", name_span or s, hint=hint)
             ok = False
             continue
         if name in given:
-            diags.error("E023", f"parameter '{name}' of {what} given twice", s)
+            diags.error("E023", f"parameter '{name}' of {what} given twice", name_span or s)
             ok = False
         given[name] = (v, s)
     out: dict[str, Any] = {}

@@ -60,8 +60,15 @@ class _Act(Activation):
 
     def describe(self) -> str:
         entry = ACTIVATIONS.get(self.registered_name)
-        args = ", ".join(f"{p.name}={getattr(self, p.name)!r}" for p in entry.params)
+        args = ", ".join(f"{p.name}={_spec_text(getattr(self, p.name))}" for p in entry.params)
         return f"{self.registered_name}({args})" if args else self.registered_name
+
+
+def _spec_text(value) -> str:
+    """A parameter value as a spec writes it: 0.125, true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _sigmoid(x: np.ndarray, out: np.ndarray, t: np.ndarray) -> None:
@@ -246,7 +253,7 @@ class PReLU(_Act):
 
 @ACTIVATIONS.register("rrelu")
 class RReLU(_Act):
-    """Randomized leaky ReLU: slope ~ U(lower, upper) per element in training, (lower+upper)/2 at inference (Xu et al. 2015)."""
+    """Randomized leaky ReLU: slope ~ U(lower, upper) in training, the mean at inference (Xu et al. 2015)."""
 
     random = True
     needs_x = True

@@ -30,6 +30,8 @@ def _keep_mask(rng: np.random.Generator, m: np.ndarray, rate: float) -> np.ndarr
 class Dense(Op):
     """Fully connected: y = x @ kernel + bias, kernel of shape (n_in, units) as in Keras."""
 
+    # The checker turns `activation=` into a separate activation op after this one.
+    takes_activation: ClassVar[bool] = True
     n_in: int | None = None
 
     def __init__(self, units: Int(ge=1), init: Ref("initializer") = "auto",
@@ -79,7 +81,8 @@ class Maxout(Dense):
     """Max over k affine pieces per unit (Goodfellow et al. 2013); kernel (n_in, units*k)."""
 
     # A dense layer of units*k columns, then a max: piece j of unit i is column i*k + j
-    # (TF's maxout layout: pieces of a unit are adjacent).
+    # (TF's maxout layout: pieces of a unit are adjacent). The max is the nonlinearity.
+    takes_activation = False
 
     def __init__(self, units: Int(ge=1), k: Int(ge=2) = 2, init: Ref("initializer") = "glorot_uniform",
                  bias_init: Ref("initializer") = "zeros", use_bias: bool = True):
@@ -93,20 +96,30 @@ class Maxout(Dense):
         super().allocate(batch, n_in, dtype)
         self._z = np.empty((batch, self.columns()), dtype)  # pieces, then their gradient
         self._arg = np.empty((batch, self.units), np.intp)  # flat index of each winning piece
+        self._won = np.empty((batch, self.units), bool)
+        self._j = np.empty((batch, self.units), np.intp)
         self._base = np.arange(batch * self.units, dtype=np.intp).reshape(batch, self.units) * self.k
 
     def forward(self, x, training):
         n = len(x)
         self.x = x
         z = self._affine(x, self.vars["kernel"], self._z[:n]).reshape(n, self.units, self.k)
-        np.argmax(z, axis=2, out=self._arg[:n])
-        self._arg[:n] += self._base[:n]
-        return np.max(z, axis=2, out=self._y[:n])
+        y, arg, won, jw = self._y[:n], self._arg[:n], self._won[:n], self._j[:n]
+        # k strided passes: much faster than max/argmax over a short last axis
+        np.copyto(y, z[:, :, 0])
+        arg.fill(0)
+        for j in range(1, self.k):
+            np.greater(z[:, :, j], y, out=won)  # strict: ties keep the first piece, as argmax
+            np.multiply(won, j, out=jw)
+            np.maximum(arg, jw, out=arg)  # arg < j, so this sets arg = j exactly where won
+            np.maximum(y, z[:, :, j], out=y)
+        arg += self._base[:n]
+        return y
 
     def backward(self, dy, need_dx=True):
         dz = self._z[: len(dy)]  # the gradient flows to the winning piece only
         dz.fill(0.0)
-        np.put(dz, self._arg[: len(dy)], dy)
+        dz.reshape(-1)[self._arg[: len(dy)].reshape(-1)] = dy.reshape(-1)
         return self._affine_backward(dz, self.vars["kernel"], need_dx)
 
     def describe(self):
@@ -237,7 +250,8 @@ class BatchNorm(Op):
         return dx
 
     def describe(self):
-        return f"batchnorm {self.n_in if self.n_in is not None else '?'} (momentum={self.momentum:g}, epsilon={self.epsilon:g})"
+        width = self.n_in if self.n_in is not None else "?"
+        return f"batchnorm {width} (momentum={self.momentum:g}, epsilon={self.epsilon:g})"
 
 
 # ---------------------------------------------------------------- noise
@@ -289,9 +303,11 @@ class Dropout(_Noise):
 
 @LAYERS.register("alpha_dropout")
 class AlphaDropout(_Noise):
-    """Dropout for SELU networks (Klambauer et al. 2017): dropped units set to -lambda*alpha, then a*x + b keeps mean 0 and variance 1."""
+    """Dropout for SELU networks (Klambauer et al. 2017): keeps mean 0 and variance 1 (alpha dropout)."""
 
-    ALPHA_P = -SELU_LAMBDA * SELU_ALPHA  # the value SELU saturates to, -1.7581
+    # Dropped units are set to alpha' = -lambda*alpha, SELU's saturation value, then the
+    # affine map a*x + b restores mean 0 and variance 1 for inputs with mean 0, variance 1.
+    ALPHA_P = -SELU_LAMBDA * SELU_ALPHA  # -1.7581
 
     def __init__(self, rate: Float(ge=0, lt=1) = 0.1):
         self.rate = rate

@@ -128,12 +128,14 @@ class Trainer:
 
     def train_step(self, x: np.ndarray, y: np.ndarray, epoch: int) -> tuple[float, float | None]:
         plan = self.plan
-        z = plan.forward(x, training=True)
-        loss = plan.loss.forward(z, y)
-        right = plan.loss.correct(z, y)
-        plan.backward(plan.loss.backward())
-        self.updater.step(epoch)
-        return loss, right
+        # A diverging run overflows somewhere; the loop reports it as such, not as a NumPy warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = plan.forward(x, training=True)
+            loss = plan.loss.forward(z, y)
+            right = plan.loss.correct(z, y)
+            plan.backward(plan.loss.backward())
+            self.updater.step(epoch)
+        return loss, None if right is None else right / answers_per_row(plan, z)
 
     def _observe(self, logs: dict) -> None:
         """Schedules that watch a metric, early stopping, best-epoch tracking."""
@@ -178,17 +180,23 @@ def evaluate(plan: Plan, x: np.ndarray, y: np.ndarray, batch: int = EVAL_BATCH) 
     loss_sum, correct, has_acc = 0.0, 0.0, True
     for i in range(0, len(x), batch):
         xb, yb = as_float(x[i:i + batch], plan.dtype), y[i:i + batch]
-        z = plan.forward(xb, training=False)
-        loss_sum += plan.loss.forward(z, yb) * len(xb)
-        right = plan.loss.correct(z, yb)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = plan.forward(xb, training=False)
+            loss_sum += plan.loss.forward(z, yb) * len(xb)
+            right = plan.loss.correct(z, yb)
         if right is None:
             has_acc = False
         else:
-            correct += right
+            correct += right / answers_per_row(plan, z)
     out = {"loss": loss_sum / len(x)}
     if has_acc:
         out["accuracy"] = correct / len(x)
     return out
+
+
+def answers_per_row(plan: Plan, z: np.ndarray) -> int:
+    """Multi-label sigmoid outputs give one right-or-wrong answer per column, others one per row."""
+    return z.shape[1] if plan.loss.labels == "binary" else 1
 
 
 def as_float(x: np.ndarray, dtype) -> np.ndarray:
