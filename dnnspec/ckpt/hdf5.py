@@ -78,6 +78,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
             f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             f.create_dataset("spec", data=ckpt.spec, dtype=h5py.string_dtype())
             variables = f.create_group("variables")
+            variables.attrs["order"] = json.dumps(list(ckpt.variables))  # model order; HDF5 lists by name
             for name, rec in ckpt.variables.items():
                 ds = _dataset(variables, name, rec.value)
                 ds.attrs["trainable"] = bool(rec.trainable)
@@ -153,6 +154,8 @@ def _read(f, path: Path) -> Checkpoint:
                                         tuple(json.loads(obj.attrs.get("collections", "[]"))))
 
     f["variables"].visititems(visit)
+    order = json.loads(f["variables"].attrs.get("order", "[]"))
+    variables = {n: variables[n] for n in [*order, *sorted(set(variables) - set(order))] if n in variables}
     optimizer = None
     if "optimizer" in f:
         g = f["optimizer"]

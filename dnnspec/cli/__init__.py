@@ -7,60 +7,12 @@ Heavy modules are imported inside commands so `dnnspec --help` starts fast.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
 import click
 
-EXIT_OK, EXIT_RUNTIME, EXIT_SPEC = 0, 1, 2
-
-
-def _handle_errors(fn):
-    """Turn user errors into messages and exit codes."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .errors import SpecError, UserError
-
-        debug = click.get_current_context().find_root().params.get("debug", False)
-        try:
-            return fn(*args, **kwargs)
-        except SpecError as e:
-            if debug:
-                raise
-            click.echo(str(e), err=True)
-            sys.exit(EXIT_SPEC)
-        except UserError as e:
-            if debug:
-                raise
-            click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_RUNTIME)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as e:  # a bug in dnnspec, not the user's fault
-            if debug:
-                raise
-            click.echo(f"internal error: {type(e).__name__}: {e}\n(run with --debug for a traceback; "
-                       "please report it)", err=True)
-            sys.exit(EXIT_RUNTIME)
-
-    return wrapper
-
-
-def _warn(program) -> None:
-    from .errors import render
-
-    for d in program.warnings:
-        click.echo(render(d, getattr(program, "sources", {})), err=True)
-
-
-overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                                help="Override a spec value, e.g. train.optimizer.lr=0.01 (repeatable).")
-
+from .common import EXIT_RUNTIME, handle_errors, overrides_option, warn
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
@@ -74,15 +26,15 @@ def main(debug: bool) -> None:
 @overrides_option
 @click.option("--json", "as_json", is_flag=True, help="Print one final JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
-@_handle_errors
+@handle_errors
 def run(spec, overrides, as_json, quiet):
     """Train SPEC as it says; write its checkpoint and metrics log."""
-    from . import api
-    from .train.loop import Silent
-    from .train.progress import Printer
+    from .. import api
+    from ..train.loop import Silent
+    from ..train.progress import Printer
 
     model = api.compile_file(spec, overrides)
-    _warn(model.program)
+    warn(model.program)
     if quiet:
         reporter = Silent()
     else:
@@ -108,11 +60,11 @@ def _print_result(r: dict) -> None:
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @overrides_option
 @click.option("--list", "list_", is_flag=True, help="List every name a spec can use, with parameters.")
-@_handle_errors
+@handle_errors
 def check(spec, overrides, list_):
     """Check SPEC: names, types, ranges, shapes, lints. Exit 2 on errors."""
-    from .check import check_file
-    from .report import catalogue_text
+    from ..check import check_file
+    from ..report import catalogue_text
 
     if list_:
         click.echo(catalogue_text())
@@ -121,7 +73,7 @@ def check(spec, overrides, list_):
     if spec is None:
         raise click.UsageError("give a SPEC to check, or --list")
     program = check_file(spec, overrides)
-    _warn(program)
+    warn(program)
     n = len(program.variable_names())
     click.echo(f"{spec}: ok ({len(program.ops)} ops, {n} variables, {len(program.warnings)} warnings)")
 
@@ -130,14 +82,14 @@ def check(spec, overrides, list_):
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-w", "--write", is_flag=True, help="Rewrite the files in place.")
 @click.option("--check", "check_only", is_flag=True, help="Exit 1 if a file is not formatted.")
-@_handle_errors
+@handle_errors
 def fmt(specs, write, check_only):
     """Print SPECS in canonical form (or rewrite them with -w)."""
     from pathlib import Path
 
-    from .errors import UserError
-    from .syntax.fmt import format_spec
-    from .syntax.parser import parse
+    from ..errors import UserError
+    from ..syntax.fmt import format_spec
+    from ..syntax.parser import parse
 
     unformatted = []
     for path in specs:
@@ -163,23 +115,23 @@ def fmt(specs, write, check_only):
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @overrides_option
-@_handle_errors
+@handle_errors
 def summary(spec, overrides):
     """Print a layer table: output shapes and parameter counts."""
-    from . import api
+    from .. import api
 
     model = api.compile_file(spec, overrides)
-    _warn(model.program)
+    warn(model.program)
     click.echo(model.summary(), nl=False)
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @overrides_option
-@_handle_errors
+@handle_errors
 def plan(spec, overrides):
     """Print the compiled op list."""
-    from . import api
+    from .. import api
 
     model = api.compile_file(spec, overrides)
     p = model.plan
@@ -196,11 +148,11 @@ def plan(spec, overrides):
               help="Checkpoint whose weights to evaluate.")
 @overrides_option
 @click.option("--json", "as_json", is_flag=True)
-@_handle_errors
+@handle_errors
 def eval_(spec, ckpt, overrides, as_json):
     """Evaluate a checkpoint on the spec's data (test split, else validation)."""
-    from . import api
-    from .ckpt import hdf5
+    from .. import api
+    from ..ckpt import hdf5
 
     model = api.compile_file(spec, overrides)
     model.restore(hdf5.load(ckpt), strict=True)
@@ -217,41 +169,9 @@ def eval_(spec, ckpt, overrides, as_json):
         click.echo(f"{split:<6} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
-@main.group()
-def ckpt():
-    """Inspect and manage HDF5 checkpoints."""
+from .ckpt import ckpt  # noqa: E402  (subcommand groups register on import)
 
-
-@ckpt.command("show")
-@click.argument("path", type=click.Path(dir_okay=False))
-@_handle_errors
-def ckpt_show(path):
-    """Variables, shapes, dtypes, trainable flags, collections and metadata of a checkpoint."""
-    from .ckpt import hdf5
-
-    c = hdf5.load(path)
-    for key in ("format", "format_version", "dnnspec_version", "created", "spec_sha256"):
-        if key in c.attrs:
-            click.echo(f"{key}: {c.attrs[key]}")
-    st = c.state
-    if st:
-        click.echo(f"epoch: {st.get('epoch')}  global_step: {st.get('global_step')}  best: {st.get('best')}")
-    if c.optimizer:
-        click.echo(f"optimizer: {c.optimizer['name']} {json.dumps(c.optimizer['hyperparameters'])} "
-                   f"step {c.optimizer['step']} slots {sorted(c.optimizer['slots'])}")
-    click.echo(f"variables ({len(c.variables)}):")
-    width = max((len(n) for n in c.variables), default=0)
-    for name, rec in c.variables.items():
-        flags = "trainable" if rec.trainable else "fixed"
-        cols = f"  [{', '.join(rec.collections)}]" if rec.collections else ""
-        click.echo(f"  {name:<{width}}  {str(rec.value.shape):<12} {rec.value.dtype}  {flags}{cols}")
-    if c.collections:
-        click.echo("collections:")
-        for cname, names in c.collections.items():
-            click.echo(f"  {cname}: {', '.join(names)}")
-    if c.history:
-        last = c.history[-1]
-        click.echo("last epoch: " + "  ".join(f"{k} {v:.4g}" for k, v in last.items()))
+main.add_command(ckpt)
 
 
 if __name__ == "__main__":  # pragma: no cover

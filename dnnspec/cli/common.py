@@ -1,0 +1,61 @@
+"""What every command shares: exit codes, error handling, the --set option, warnings."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+EXIT_OK, EXIT_RUNTIME, EXIT_SPEC = 0, 1, 2
+
+
+def handle_errors(fn):
+    """Turn user errors into messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..errors import SpecError, UserError
+
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as e:
+            if debug:
+                raise
+            click.echo(str(e), err=True)
+            sys.exit(EXIT_SPEC)
+        except UserError as e:
+            if debug:
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_RUNTIME)
+        except BrokenPipeError:  # `dnnspec ... | head`: the reader left; not an error
+            sys.stderr.close()
+            sys.exit(EXIT_OK)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # a bug in dnnspec, not the user's fault
+            if debug:
+                raise
+            click.echo(f"internal error: {type(e).__name__}: {e}\n(run with --debug for a traceback; "
+                       "please report it)", err=True)
+            sys.exit(EXIT_RUNTIME)
+
+    return wrapper
+
+
+def warn(program) -> None:
+    from ..errors import render
+
+    for d in program.warnings:
+        click.echo(render(d, getattr(program, "sources", {})), err=True)
+
+
+overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                                help="Override a spec value, e.g. train.optimizer.lr=0.01 (repeatable).")
+
+
