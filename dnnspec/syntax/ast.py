@@ -20,6 +20,7 @@ def _span() -> Span | None:
 class Num:
     value: int | float
     span: Span | None = _span()
+    text: str | None = field(default=None, compare=False, repr=False)  # as written: 1e-3 stays 1e-3
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def _prec(e: ast.Expr) -> int:
 
 def format_expr(e: ast.Expr) -> str:
     if isinstance(e, ast.Num):
-        return format_number(e.value)
+        return e.text if e.text else format_number(e.value)
     if isinstance(e, ast.Str):
         return format_string(e.value)
     if isinstance(e, ast.Bool):
@@ -78,6 +78,8 @@ def format_args(args, kwargs, always: bool = False) -> str:
 
 
 def format_setting(s: ast.Setting) -> str:
+    if s.key == "collection" and s.value is None and len(s.kwargs) == 1:
+        return f"collection {s.kwargs[0].name} = {format_expr(s.kwargs[0].value)}"
     parts = [s.key]
     if s.value is not None:
         parts.append(format_expr(s.value))

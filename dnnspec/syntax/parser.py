@@ -126,7 +126,7 @@ class _Builder(Transformer):
     def number(self, meta, c):
         text = str(c[0])
         value = int(text) if text.isdigit() else float(text)
-        return ast.Num(value, self._s(meta))
+        return ast.Num(value, self._s(meta), text)
 
     def string(self, meta, c):
         return ast.Str(pyast.literal_eval(str(c[0])), self._s(meta))
@@ -149,7 +149,8 @@ class _Builder(Transformer):
 
     def neg(self, meta, c):
         if isinstance(c[0], ast.Num):  # fold so that "-3" is a literal, as a user reads it
-            return ast.Num(-c[0].value, self._s(meta))
+            text = c[0].text
+            return ast.Num(-c[0].value, self._s(meta), "-" + text if text else None)
         return ast.Neg(c[0], self._s(meta))
 
     def unary(self, meta, c):  # unary plus
