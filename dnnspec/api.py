@@ -22,7 +22,6 @@ from .ckpt import hdf5
 from .datasets import Splits
 from .errors import CheckpointError, DataError, SpecError
 from .plan import Plan
-from .rng import get_state, set_state
 from .train.loop import Trainer, evaluate, predict_logits
 
 
@@ -35,6 +34,23 @@ class Model:
         self.plan.initialize()
         self.plan.seed_ops()
         self.trainer = Trainer(self.plan)
+        self.reuse_reports = [self.reuse(r.path, r.scope, r.rename_from, r.rename_to) for r in program.reuse]
+
+    def reuse(self, path, scope: str = "", rename_from: str = "", rename_to: str = "", mapping=None):
+        """Load the matching variables of another checkpoint into this model (before training).
+
+        Returns the report (loaded, left at init, unused in the source); a shape conflict is a
+        CheckpointError naming both shapes, and so is a checkpoint that fills nothing.
+        """
+        from .ckpt.tools import plan_reuse
+
+        source = hdf5.load(path)
+        shapes = {n: i.shape for n, i in self.plan.infos.items()}
+        report = plan_reuse(source, shapes, scope, rename_from, rename_to, mapping, source_path=str(path))
+        report.raise_on_conflicts()
+        report.raise_if_empty()
+        report.apply(source, self.variables)
+        return report
 
     # ------------------------------------------------------------ introspection
     @property
@@ -88,8 +104,12 @@ class Model:
     # ------------------------------------------------------------ training
     def fit(self, x: np.ndarray | None = None, y: np.ndarray | None = None, *, epochs: int | None = None,
             batch_size: int | None = None, validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-            reporter=None, on_epoch_end=None) -> list[dict]:
-        """Train; arguments left out come from the spec. Returns the per-epoch history."""
+            reporter=None, on_epoch_end=None, on_step=None) -> list[dict]:
+        """Train; arguments left out come from the spec. Returns the per-epoch history.
+
+        Without `epochs`, training continues until the spec's epoch count is reached (so a model
+        restored from a checkpoint finishes its run); with `epochs=n` it trains n more epochs.
+        """
         if x is None:
             splits = self.load_data()
             train = splits.train
@@ -104,6 +124,7 @@ class Model:
         if reporter is not None:
             self.trainer.reporter = reporter
         self.trainer.on_epoch_end = on_epoch_end
+        self.trainer.on_step = on_step
         return self.trainer.fit(train, validation_data, epochs, batch_size)
 
     # ------------------------------------------------------------ inference
@@ -133,15 +154,10 @@ class Model:
         optimizer = {"name": self.program.train.optimizer.name, "hyperparameters": up.optimizer.hyperparameters(),
                      "step": up.t, "slots": {s: {n: a.copy() for n, a in views.items()}
                                              for s, views in up.slot_views().items()}}
-        st = tr.state
-        state = {"epoch": st.epoch, "global_step": up.t, "best": st.best, "best_epoch": st.best_epoch,
-                 "es_best": st.es_best, "es_wait": st.es_wait, "stopped_early": st.stopped_early,
-                 "schedule": up.schedule.state_dict(), "rng_shuffle": get_state(tr.shuffle_rng),
-                 "rng_ops": {op.name + ":" + type(op).registered_name: get_state(op.rng)
-                             for op in plan.ops if op.rng is not None}}
-        history = [{k: v for k, v in row.items() if k != "best"} for row in st.history]
+        state, arrays = tr.state_dict()
+        history = [{k: v for k, v in row.items() if k != "best"} for row in tr.state.history]
         return hdf5.Checkpoint(self.program.canonical, variables, optimizer, state, history,
-                               dict(self.program.collections))
+                               dict(self.program.collections), state_arrays=arrays)
 
     def save(self, path) -> Path:
         """Write an HDF5 checkpoint (atomically)."""
@@ -159,7 +175,7 @@ class Model:
                 if src.shape != arr.shape:
                     raise CheckpointError(f"variable {n}: checkpoint shape {src.shape} != model shape {arr.shape}")
                 arr[...] = src
-        tr, up = self.trainer, self.trainer.updater
+        up = self.trainer.updater
         if ckpt.optimizer is not None and ckpt.optimizer["name"] == self.program.train.optimizer.name:
             views = up.slot_views()
             for slot, arrays in ckpt.optimizer["slots"].items():
@@ -167,20 +183,7 @@ class Model:
                     if slot in views and n in views[slot]:
                         views[slot][n][...] = a
             up.t = int(ckpt.optimizer["step"])
-        s = ckpt.state
-        if s:
-            st = tr.state
-            st.epoch, st.best, st.best_epoch = int(s.get("epoch", 0)), s.get("best"), int(s.get("best_epoch", 0))
-            st.es_best, st.es_wait = s.get("es_best"), int(s.get("es_wait", 0))
-            st.stopped_early = bool(s.get("stopped_early", False))
-            up.schedule.load_state_dict(s.get("schedule", {}))
-            if "rng_shuffle" in s:
-                set_state(tr.shuffle_rng, s["rng_shuffle"])
-            for op in plan.ops:
-                key = op.name + ":" + type(op).registered_name
-                if op.rng is not None and key in s.get("rng_ops", {}):
-                    set_state(op.rng, s["rng_ops"][key])
-        tr.state.history = [dict(row) for row in ckpt.history]
+        self.trainer.load_state_dict(ckpt.state, ckpt.state_arrays, ckpt.history)
 
     # ------------------------------------------------------------ reporting
     def summary(self) -> str:
@@ -233,28 +236,51 @@ def jsonl_path(program: Program) -> Path | None:
     return None
 
 
-def run(model: Model, reporter=None, log=print) -> dict:
-    """Train as the spec says, writing checkpoints and the metrics log; returns the final summary."""
+def last_path(program: Program) -> Path | None:
+    """Where the latest state goes: the checkpoint itself, or <name>.last.h5 when it keeps the best."""
+    cfg = program.train
+    if not cfg.checkpoint:
+        return None
+    path = Path(cfg.checkpoint)
+    return path if cfg.best is None else path.with_name(path.stem + ".last" + path.suffix)
+
+
+def run(model: Model, reporter=None, log=print, resume=None) -> dict:
+    """Train as the spec says, writing checkpoints and the metrics log; returns the final summary.
+
+    `resume` is a checkpoint of this spec to continue from (weights, optimizer slots, schedule,
+    early-stopping counters, RNG streams, position inside the epoch, history).
+    """
     start = time.perf_counter()
     cfg = model.program.train
+    if resume is not None:
+        model.restore(hdf5.load(resume))
     splits = model.load_data()
     log_path = jsonl_path(model.program)
     run_id = time.strftime("%Y%m%dT%H%M%S")
-    ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else None
+    best_path = Path(cfg.checkpoint) if cfg.checkpoint and cfg.best is not None else None
+    latest = last_path(model.program)
 
     def on_epoch_end(trainer, logs):
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps({"run": run_id, **{k: v for k, v in logs.items() if k != "best"}}) + "\n")
-        if ckpt_path is not None and (cfg.best is None or logs.get("best")):
-            model.save(ckpt_path)
+        if best_path is not None and logs.get("best"):
+            model.save(best_path)
+        if latest is not None:
+            model.save(latest)
+
+    def on_step(trainer):
+        if cfg.every_steps and latest is not None and trainer.updater.t % cfg.every_steps == 0:
+            model.save(latest)
 
     history = model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
-                        on_epoch_end=on_epoch_end)
-    if ckpt_path is not None and cfg.best is not None and ckpt_path.is_file():
-        # evaluate the weights the checkpoint holds: the best epoch's
-        best = hdf5.load(ckpt_path)
+                        on_epoch_end=on_epoch_end, on_step=on_step)
+    if model.trainer.cache_report:
+        log(model.trainer.cache_report)
+    if best_path is not None and best_path.is_file():
+        best = hdf5.load(best_path)  # report the weights the best checkpoint holds
         for n, arr in model.variables.items():
             arr[...] = best.variables[n].value
     last = history[-1] if history else {}
@@ -267,8 +293,9 @@ def run(model: Model, reporter=None, log=print) -> dict:
         "test_loss": None,
         "test_accuracy": None,
         "stopped_early": model.trainer.state.stopped_early,
-        "checkpoint": str(ckpt_path) if ckpt_path is not None else None,
+        "checkpoint": str(best_path or latest) if (best_path or latest) is not None else None,
         "log": str(log_path) if log_path is not None else None,
+        "frozen_cache": model.trainer.cache_report,
     }
     if splits.test is not None:
         metrics = model.evaluate(*splits.test)

@@ -49,7 +49,7 @@ class Plan:
     def _declare(self) -> None:
         self._vars: dict[str, Var] = {}
         for spec, op in zip(self.program.ops, self.ops):
-            for local, var in spec.variables.items():
+            for local, var in op.variables(spec.n_in).items():
                 name = f"{spec.name}/{local}"
                 trainable = self.program.is_trainable(name, var.trainable)
                 self._vars[name] = var
@@ -111,6 +111,21 @@ class Plan:
         trainable_ops = [i for i, spec in enumerate(self.program.ops)
                          if any(self.infos[n].trainable for n in spec.variable_names())]
         self.first_trainable = trainable_ops[0] if trainable_ops else len(self.ops)
+        for i, (spec, op) in enumerate(zip(self.program.ops, self.ops)):
+            op.needs_grads = i in trainable_ops
+
+    def cacheable_prefix(self) -> int:
+        """How many leading ops compute the same output in training as at inference, so their
+        output for the whole data set can be computed once (frozen-layer caching): the frozen
+        prefix, if it holds no random op and no batch norm that still updates statistics."""
+        k = self.first_trainable
+        if k == 0 or k >= len(self.ops):
+            return 0
+        for i in range(k):
+            stateful = any(not self.infos[n].declared_trainable for n in self.program.ops[i].variable_names())
+            if self.ops[i].random or (stateful and not self.inference_only[i]):
+                return 0
+        return k
 
     # ------------------------------------------------------------ buffers
     def allocate(self, batch: int) -> None:
@@ -122,9 +137,10 @@ class Plan:
         self.batch = batch
 
     # ------------------------------------------------------------ execution
-    def forward(self, x: np.ndarray, training: bool, start: int = 0) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Run ops[start:stop] on x (start > 0 when x is a cached prefix output)."""
         self.allocate(len(x))
-        for op, inference in zip(self.ops[start:], self.inference_only[start:]):
+        for op, inference in zip(self.ops[start:stop], self.inference_only[start:stop]):
             x = op.forward(x, training and not inference)
         return x
 

@@ -119,7 +119,7 @@ def _assemble(ctx: Context) -> None:
     cfg.schedule_per = sched.get("per", "epoch")
     cfg.warmup = sched.get("warmup", 0)
     cfg.warmup_start = sched.get("warmup_start", 0.0)
-    for key in ("epochs", "batch", "seed", "validation", "shuffle", "log", "clip_norm", "clip_value"):
+    for key in ("epochs", "batch", "seed", "validation", "shuffle", "log", "clip_norm", "clip_value", "cache_frozen"):
         setattr(cfg, key, _value(ctx, key))
     es = _options(ctx, "early_stopping")
     if es is not None:
@@ -131,6 +131,7 @@ def _assemble(ctx: Context) -> None:
         best = ck[0].options["best"]
         cfg.best = None if best == "none" else best
         cfg.best_mode = _mode(ck[0].options["mode"], best)
+        cfg.every_steps = ck[0].options["every_steps"]
     cfg.regularize = [(s.value, s.pattern) for s in ctx.train.get("regularize", [])]
     cfg.constrain = [(s.value, s.pattern) for s in ctx.train.get("constrain", [])]
     name, width, _ = ex.input

@@ -41,6 +41,8 @@ class TrainConfig:
     checkpoint: str | None = None
     best: str | None = None
     best_mode: str = "min"
+    every_steps: int = 0
+    cache_frozen: bool = True
     log: str | None = None
     regularize: list[tuple[Component, Pattern]] = field(default_factory=list)
     constrain: list[tuple[Component, Pattern]] = field(default_factory=list)

@@ -44,8 +44,13 @@ TRAIN_KEYS: dict[str, Key] = {
                           {"monitor": (Choice(*MONITORS), "val_loss"), "mode": (Choice("auto", "min", "max"), "auto"),
                            "patience": (Int(ge=0), 5), "min_delta": (Float(ge=0), 0.0),
                            "restore_best": (bool, True)}),
-    "checkpoint": Key("write an HDF5 checkpoint here; best= keeps the best epoch by that metric", str, None,
-                      {"best": (Choice("none", *MONITORS), "none"), "mode": (Choice("auto", "min", "max"), "auto")}),
+    "checkpoint": Key("write an HDF5 checkpoint here each epoch; best= keeps the best epoch by that metric "
+                      "(the latest state then goes to <name>.last.h5); every_steps=N also saves the latest state "
+                      "every N updates", str, None,
+                      {"best": (Choice("none", *MONITORS), "none"), "mode": (Choice("auto", "min", "max"), "auto"),
+                       "every_steps": (Int(ge=0), 0)}),
+    "cache_frozen": Key("compute the output of a frozen, deterministic prefix of the network once for the whole "
+                        "data set and train the rest on it", bool, True),
     "log": Key("append per-epoch metrics (JSON lines) here; default: next to the checkpoint", str, None),
     "regularize": Key("add a weight penalty to the variables matching the pattern", Ref("regularizer"),
                       on=True, repeat=True),

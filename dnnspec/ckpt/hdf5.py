@@ -42,6 +42,7 @@ class Checkpoint:
     history: list[dict] = field(default_factory=list)
     collections: dict[str, list[str]] = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)  # file-level metadata, filled on load
+    state_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. best weights for early stopping
 
     @property
     def spec_sha256(self) -> str:
@@ -98,6 +99,8 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
             state = f.create_group("state")
             for key, value in ckpt.state.items():
                 state.attrs[key] = json.dumps(value)
+            for key, value in ckpt.state_arrays.items():
+                _dataset(state, key, value)
             history = f.create_group("history")
             keys = sorted({k for row in ckpt.history for k, v in row.items() if _is_number(v)})
             for key in keys:
@@ -167,6 +170,7 @@ def _read(f, path: Path) -> Checkpoint:
         optimizer = {"name": str(g.attrs["name"]), "hyperparameters": json.loads(g.attrs["hyperparameters"]),
                      "step": int(g.attrs["step"]), "slots": slots}
     state = {k: json.loads(v) for k, v in f["state"].attrs.items()} if "state" in f else {}
+    state_arrays = {k: ds[()] for k, ds in f["state"].items()} if "state" in f else {}
     history: list[dict] = []
     if "history" in f and len(f["history"]):
         cols = {k: f["history"][k][()] for k in f["history"]}
@@ -177,7 +181,7 @@ def _read(f, path: Path) -> Checkpoint:
         for cname, ds in f["collections"].items():
             collections[cname] = [x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]]
     attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-    ckpt = Checkpoint(spec, variables, optimizer, state, history, collections, attrs)
+    ckpt = Checkpoint(spec, variables, optimizer, state, history, collections, attrs, state_arrays)
     if attrs.get("spec_sha256") not in (None, ckpt.spec_sha256):
         raise CheckpointError(f"{path}: the stored spec does not match its checksum (damaged file)")
     return ckpt

@@ -39,14 +39,14 @@ class PatternError(UserError):
 
 
 # ---------------------------------------------------------------- patterns
-def listing(names: Iterable[str], limit: int = 12) -> str:
+def listing(names: Iterable[str], limit: int = 12, sep: str = ", ") -> str:
     """Names for an error message: all of them, or the first `limit` and a count."""
     names = list(names)
     if not names:
         return "(none)"
     if len(names) <= limit:
-        return ", ".join(names)
-    return ", ".join(names[:limit]) + f", ... ({len(names)} in all)"
+        return sep.join(names)
+    return sep.join(names[:limit]) + f"{sep}... ({len(names)} in all)"
 
 
 def compile_pattern(pattern, what: str = "pattern") -> re.Pattern:
@@ -186,9 +186,10 @@ class ReuseReport:
         lines = [head + (f" ({self.description})" if self.description else "") + ":"]
         lines.append(f"  loaded ({len(self.loaded)}):")
         width = max((len(t) for t in self.loaded), default=0)
+        swidth = max((len(_shape(self.shapes.get(t, ()))) for t in self.loaded), default=0)
         for t, s in self.loaded.items():
-            origin = f" <- {s}" if s != t else ""
-            lines.append(f"    {t:<{width}}{origin}  {_shape(self.shapes.get(t, ()))}")
+            origin = f"  <- {s}" if s != t else ""
+            lines.append(f"    {t:<{width}}  {_shape(self.shapes.get(t, ())):<{swidth}}{origin}".rstrip())
         lines.append(f"  left at initializer ({len(self.left_at_init)}): {listing(self.left_at_init, 50)}")
         lines.append(f"  unused in the checkpoint ({len(self.unused)}): {listing(self.unused, 50)}")
         if self.no_target:
@@ -411,7 +412,7 @@ def merge(a: Checkpoint, b: Checkpoint, allow_conflicts: bool = False, prefer: s
             conflicts.append(f"{n}: values differ (max abs difference {max_abs_difference(va, vb):.3g})")
     conflicts.sort()
     if conflicts and not allow_conflicts:
-        raise CheckpointError(f"merge: {len(conflicts)} variable(s) conflict: " + "; ".join(conflicts)
+        raise CheckpointError(f"merge: {len(conflicts)} variable(s) conflict: " + listing(conflicts, sep="; ")
                               + " (allow with --allow-conflicts and choose with --prefer a|b)")
     origin = {n: "a" for n in a.variables}
     for n in b.variables:

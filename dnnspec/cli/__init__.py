@@ -26,20 +26,31 @@ def main(debug: bool) -> None:
 @overrides_option
 @click.option("--json", "as_json", is_flag=True, help="Print one final JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue the run saved in this checkpoint.")
+@click.option("--reuse", "reuses", multiple=True, metavar="CKPT[:PATTERN]",
+              help="Load the variables matching PATTERN from another checkpoint before training (repeatable).")
+@click.option("--no-cache", is_flag=True, help="Do not cache the output of frozen layers.")
 @handle_errors
-def run(spec, overrides, as_json, quiet):
+def run(spec, overrides, as_json, quiet, resume, reuses, no_cache):
     """Train SPEC as it says; write its checkpoint and metrics log."""
     from .. import api
     from ..train.loop import Silent
     from ..train.progress import Printer
 
+    if no_cache:
+        overrides = (*overrides, "train.cache_frozen=false")
     model = api.compile_file(spec, overrides)
     warn(model.program)
-    if quiet:
-        reporter = Silent()
-    else:
-        reporter = Printer(out=sys.stderr if as_json else sys.stdout)
-    result = api.run(model, reporter=reporter)
+    out = sys.stderr if as_json else sys.stdout
+    for arg in reuses:
+        path, _, pattern = arg.partition(":")
+        model.reuse_reports.append(model.reuse(path, pattern))
+    if not quiet:
+        for report in model.reuse_reports:
+            click.echo(report.format(), file=out)
+    reporter = Silent() if quiet else Printer(out=out)
+    result = api.run(model, reporter=reporter, resume=resume,
+                     log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)))
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -33,12 +33,13 @@ def _shape(shape) -> str:
 def _var_lines(variables) -> list[str]:
     width = max((len(n) for n in variables), default=0)
     swidth = max((len(_shape(r.value.shape)) for r in variables.values()), default=0)
+    rwidth = max((len(r.role) for r in variables.values()), default=0)
     lines = []
     for name, rec in variables.items():
         flags = "trainable" if rec.trainable else "fixed"
         cols = f"  [{', '.join(rec.collections)}]" if rec.collections else ""
-        lines.append(f"{name:<{width}}  {_shape(rec.value.shape):<{swidth}}  {rec.value.dtype}  {flags:<9}  "
-                     f"{rec.role}{cols}")
+        lines.append((f"{name:<{width}}  {_shape(rec.value.shape):<{swidth}}  {rec.value.dtype}  {flags:<9}  "
+                      f"{rec.role:<{rwidth}}{cols}").rstrip())
     return lines
 
 

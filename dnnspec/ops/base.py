@@ -42,6 +42,7 @@ class Op:
     name: str = ""  # scoped name, set by the plan (e.g. "dnn/hidden1")
     random: ClassVar[bool] = False  # draws random numbers in training (dropout, noise)
     rng: np.random.Generator | None = None  # set by the plan when `random`
+    needs_grads: bool = True  # False for a frozen op: backward may skip its weight gradients
 
     def out_width(self, n_in: int) -> int:
         return n_in

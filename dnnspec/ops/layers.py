@@ -66,9 +66,10 @@ class Dense(Op):
         return out
 
     def _affine_backward(self, dz, kernel, need_dx):
-        np.matmul(self.x.T, dz, out=self.grads["kernel"])
-        if self.use_bias:
-            dz.sum(axis=0, out=self.grads["bias"])
+        if self.needs_grads:  # a frozen layer above a trainable one only passes dx through
+            np.matmul(self.x.T, dz, out=self.grads["kernel"])
+            if self.use_bias:
+                dz.sum(axis=0, out=self.grads["bias"])
         return np.matmul(dz, kernel.T, out=self._dx[: len(dz)]) if need_dx else None
 
     def describe(self):

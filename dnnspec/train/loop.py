@@ -1,22 +1,36 @@
-"""The training loop: seeded shuffling, minibatches, metrics, early stopping, and hooks for
-checkpointing and progress reporting (the loop itself knows nothing of files or terminals)."""
+"""The training loop: seeded shuffling, minibatches, metrics, early stopping, frozen-layer
+caching, and a complete, restorable state (exact resume, even mid-epoch). The loop knows
+nothing of files or terminals: checkpointing and progress reporting are hooks."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
 
 from ..errors import UserError
 from ..plan import Plan
-from ..rng import stream
+from ..rng import get_state, set_state, stream
 from .updater import Updater
 
 XY = tuple[np.ndarray, np.ndarray]
 EVAL_BATCH = 2048
+
+
+@dataclass
+class Position:
+    """Where a run stands inside an epoch: enough to redo its permutation and continue."""
+
+    shuffle_state: dict  # the shuffle stream before this epoch's permutation was drawn
+    batch: int  # batches done in this epoch
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    has_acc: bool = True
+    seconds: float = 0.0
 
 
 @dataclass
@@ -30,6 +44,7 @@ class TrainState:
     es_best: float | None = None  # early stopping's own best
     es_wait: int = 0
     stopped_early: bool = False
+    position: Position | None = None  # set while inside an epoch
 
 
 class Reporter(Protocol):
@@ -56,81 +71,113 @@ def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0
 
 
 class Trainer:
-    def __init__(self, plan: Plan, reporter: Reporter | None = None,
-                 on_epoch_end: Callable[["Trainer", dict], None] | None = None):
+    def __init__(self, plan: Plan, reporter: Reporter | None = None):
         self.plan = plan
         self.cfg = plan.program.train
         self.updater = Updater(plan, self.cfg)
         self.state = TrainState()
         self.reporter = reporter or Silent()
-        self.on_epoch_end = on_epoch_end
+        self.on_epoch_end: Callable[[Trainer, dict], None] | None = None
+        self.on_step: Callable[[Trainer], None] | None = None
         self.shuffle_rng = stream(self.cfg.seed, "shuffle")
         self.best_weights: tuple[np.ndarray, np.ndarray] | None = None
+        self.cache_frozen = self.cfg.cache_frozen
+        self.cache_report: str | None = None
 
     # ------------------------------------------------------------ training
     def fit(self, train: XY, val: XY | None = None, epochs: int | None = None, batch: int | None = None) -> list[dict]:
+        """Train `epochs` more epochs, or (None) until the spec's epoch count is reached."""
         x, y = train
-        epochs = self.cfg.epochs if epochs is None else epochs
-        batch = self.cfg.batch if batch is None else batch
-        es = self.cfg.early_stopping
-        if es is not None and es.monitor.startswith("val_") and val is None:
-            raise UserError(f"early_stopping monitors {es.monitor}, but there is no validation data: "
-                            "add `validation ...` to the train block or a validation split to the data")
-        if self.cfg.best and self.cfg.best.startswith("val_") and val is None:
-            raise UserError(f"checkpoint best={self.cfg.best} needs validation data")
-        n = len(x)
-        batch = min(batch, n)
+        target = self.cfg.epochs if epochs is None else self.state.epoch + epochs
+        batch = min(self.cfg.batch if batch is None else batch, len(x))
+        self._require_validation(val)
+        start_op = 0
+        if self.cache_frozen and target > self.state.epoch:
+            x, val, start_op = self._cache_prefix(x, val)
+        n, n_batches = len(x), -(-len(x) // batch)
         self.plan.allocate(batch)
         xb = np.empty((batch, x.shape[1]), self.plan.dtype)
         yb = np.empty((batch, *y.shape[1:]), y.dtype)
-        n_batches = -(-n // batch)
-        target = self.state.epoch + epochs
         while self.state.epoch < target and not self.state.stopped_early:
             epoch = self.state.epoch
-            start = time.perf_counter()
+            pos = self.state.position or Position(copy.deepcopy(get_state(self.shuffle_rng)), 0)
+            set_state(self.shuffle_rng, copy.deepcopy(pos.shuffle_state))
             order = self.shuffle_rng.permutation(n) if self.cfg.shuffle else np.arange(n)
+            self.state.position = pos
             self.reporter.epoch_start(epoch, target, n_batches)
-            loss_sum = correct = 0.0
-            has_acc = True
-            for b in range(n_batches):
+            for b in range(pos.batch, n_batches):
+                tick = time.perf_counter()
                 idx = order[b * batch:(b + 1) * batch]
                 m = len(idx)
                 np.take(x, idx, axis=0, out=xb[:m])
                 np.take(y, idx, axis=0, out=yb[:m])
-                loss, right = self.train_step(xb[:m], yb[:m], epoch)
+                loss, right = self.train_step(xb[:m], yb[:m], epoch, start_op)
                 if not math.isfinite(loss):
                     raise UserError(f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1}: training "
                                     "diverged (lower the learning rate, or clip gradients with clip_norm)")
-                loss_sum += loss * m
+                pos.loss_sum += loss * m
                 if right is None:
-                    has_acc = False
+                    pos.has_acc = False
                 else:
-                    correct += right
+                    pos.correct += right
+                pos.batch = b + 1
+                pos.seconds += time.perf_counter() - tick
                 self.reporter.batch_end(b, loss)
-            logs = {"epoch": epoch + 1, "loss": loss_sum / n}
-            if has_acc:
-                logs["accuracy"] = correct / n
-            if self.updater.regularizers:
-                logs["loss"] += self.updater.penalty()
-            if val is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(*val).items()})
-            logs["lr"] = self.updater.lr(epoch)
-            logs["seconds"] = time.perf_counter() - start
+                if self.on_step is not None and pos.batch < n_batches:
+                    self.on_step(self)
+            logs = self._epoch_logs(epoch, pos, n, val, start_op)
+            self.state.position = None
             self.state.epoch += 1
             self.state.history.append(logs)
             self._observe(logs)
             self.reporter.epoch_end(logs)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self, logs)
+        es = self.cfg.early_stopping
         if es is not None and es.restore_best and self.best_weights is not None:
             self.plan.theta[...], self.plan.fixed[...] = self.best_weights
         return self.state.history
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, epoch: int) -> tuple[float, float | None]:
+    def _require_validation(self, val: XY | None) -> None:
+        es = self.cfg.early_stopping
+        if es is not None and es.monitor.startswith("val_") and val is None:
+            raise UserError(f"early_stopping monitors {es.monitor}, but there is no validation data: "
+                            "add `validation ...` to the train block or a validation split to the data")
+        if self.cfg.best and self.cfg.best.startswith("val_") and val is None:
+            raise UserError(f"checkpoint best={self.cfg.best} needs validation data")
+
+    def _cache_prefix(self, x: np.ndarray, val: XY | None) -> tuple[np.ndarray, XY | None, int]:
+        """Frozen-layer caching: the frozen, deterministic prefix runs once over the data set."""
+        k = self.plan.cacheable_prefix()
+        if k == 0:
+            return x, val, 0
+        tick = time.perf_counter()
+        x = prefix_outputs(self.plan, x, k)
+        if val is not None:
+            val = (prefix_outputs(self.plan, val[0], k), val[1])
+        spec = self.plan.program.ops[k - 1]
+        self.cache_report = (f"frozen-layer cache: ops 1-{k} (up to {spec.name}) computed once for {len(x)} examples "
+                             f"in {time.perf_counter() - tick:.2f}s; training runs ops {k + 1}-{len(self.plan.ops)}")
+        return x, val, k
+
+    def _epoch_logs(self, epoch: int, pos: Position, n: int, val: XY | None, start_op: int) -> dict:
+        logs = {"epoch": epoch + 1, "loss": pos.loss_sum / n}
+        if pos.has_acc:
+            logs["accuracy"] = pos.correct / n
+        if self.updater.regularizers:
+            logs["loss"] += self.updater.penalty()
+        tick = time.perf_counter()
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in evaluate(self.plan, *val, start=start_op).items()})
+        logs["lr"] = self.updater.lr(epoch)
+        logs["seconds"] = pos.seconds + time.perf_counter() - tick
+        return logs
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, epoch: int, start_op: int = 0) -> tuple[float, float | None]:
         plan = self.plan
         # A diverging run overflows somewhere; the loop reports it as such, not as a NumPy warning.
         with np.errstate(over="ignore", invalid="ignore"):
-            z = plan.forward(x, training=True)
+            z = plan.forward(x, training=True, start=start_op)
             loss = plan.loss.forward(z, y)
             right = plan.loss.correct(z, y)
             plan.backward(plan.loss.backward())
@@ -159,29 +206,64 @@ class Trainer:
             if self.state.es_wait >= max(es.patience, 1):  # Keras: stop after `patience` bad epochs
                 self.state.stopped_early = True
 
-    # ------------------------------------------------------------ inference
-    def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        return predict_logits(self.plan, x)
+    # ------------------------------------------------------------ state for checkpoints
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able state, arrays): everything a resume needs besides weights and slots."""
+        st = self.state
+        state = {k: v for k, v in asdict(st).items() if k not in ("history", "position")}
+        state["position"] = asdict(st.position) if st.position is not None else None
+        state["global_step"] = self.updater.t
+        state["schedule"] = self.updater.schedule.state_dict()
+        state["rng_shuffle"] = get_state(self.shuffle_rng)
+        state["rng_ops"] = {_op_key(op): get_state(op.rng) for op in self.plan.ops if op.rng is not None}
+        arrays = {}
+        if self.best_weights is not None:
+            arrays["best_theta"], arrays["best_fixed"] = self.best_weights
+        return state, arrays
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
-        return evaluate(self.plan, x, y)
+    def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray], history: list[dict]) -> None:
+        st = self.state
+        for key in ("epoch", "best", "best_epoch", "es_best", "es_wait", "stopped_early"):
+            if key in state:
+                setattr(st, key, state[key])
+        st.position = Position(**state["position"]) if state.get("position") else None
+        self.updater.t = int(state.get("global_step", self.updater.t))
+        self.updater.schedule.load_state_dict(state.get("schedule", {}))
+        if "rng_shuffle" in state:
+            set_state(self.shuffle_rng, state["rng_shuffle"])
+        for op in self.plan.ops:
+            if op.rng is not None and _op_key(op) in state.get("rng_ops", {}):
+                set_state(op.rng, state["rng_ops"][_op_key(op)])
+        if "best_theta" in arrays and arrays["best_theta"].shape == self.plan.theta.shape:
+            self.best_weights = (arrays["best_theta"].copy(), arrays["best_fixed"].copy())
+        st.history = [dict(row) for row in history]
+
+
+def _op_key(op) -> str:
+    return f"{op.name}:{type(op).registered_name}"
+
+
+# ---------------------------------------------------------------- inference
+def prefix_outputs(plan: Plan, x: np.ndarray, stop: int, batch: int = EVAL_BATCH) -> np.ndarray:
+    """The output of ops[:stop] in inference mode for a whole data set."""
+    out = np.empty((len(x), plan.program.ops[stop - 1].n_out), plan.dtype)
+    for i in range(0, len(x), batch):
+        out[i:i + batch] = plan.forward(as_float(x[i:i + batch], plan.dtype), training=False, stop=stop)
+    return out
 
 
 def predict_logits(plan: Plan, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """Inference-mode outputs in large batches (no backward work)."""
-    out = np.empty((len(x), plan.program.output_width), plan.dtype)
-    for i in range(0, len(x), batch):
-        out[i:i + batch] = plan.forward(as_float(x[i:i + batch], plan.dtype), training=False)
-    return out
+    return prefix_outputs(plan, x, len(plan.ops), batch) if plan.ops else as_float(x, plan.dtype)
 
 
-def evaluate(plan: Plan, x: np.ndarray, y: np.ndarray, batch: int = EVAL_BATCH) -> dict:
+def evaluate(plan: Plan, x: np.ndarray, y: np.ndarray, batch: int = EVAL_BATCH, start: int = 0) -> dict:
     """Mean loss and (where it means something) accuracy, in inference mode."""
     loss_sum, correct, has_acc = 0.0, 0.0, True
     for i in range(0, len(x), batch):
         xb, yb = as_float(x[i:i + batch], plan.dtype), y[i:i + batch]
         with np.errstate(over="ignore", invalid="ignore"):
-            z = plan.forward(xb, training=False)
+            z = plan.forward(xb, training=False, start=start)
             loss_sum += plan.loss.forward(z, yb) * len(xb)
             right = plan.loss.correct(z, yb)
         if right is None:

@@ -1,0 +1,340 @@
+"""Keras: the equivalent `keras.Sequential`, its weights in Keras 3 `.weights.h5` and legacy Keras 2 HDF5.
+
+Both weight layouts are written and read with h5py alone (no Keras needed); only the config
+JSON builds the model in Keras. The two layouts (as Keras writes them):
+
+- Keras 3 `.weights.h5`: `layers/<class>[_<n>]/vars/<i>` with `vars.attrs["name"]` the layer's
+  name. The path is the snake-cased class name numbered by occurrence (`dense`, `dense_1`, ...,
+  `batch_normalization`, `p_re_lu`), not the layer's name: Keras loads by structure.
+- Keras 2 HDF5 (`model.save_weights("x.h5")` in tf.keras 2): root attrs `layer_names`,
+  `backend`, `keras_version`; a group per layer with attr `weight_names` (`dense/kernel:0`, ...)
+  and the datasets at those paths inside it. Keras loads it by order of the layers with weights.
+
+Weight order per layer: Dense kernel (n_in, units) then bias; BatchNormalization gamma, beta,
+moving_mean, moving_variance (each only if present); PReLU alpha (one per unit). These are
+dnnspec's own variables, names and layouts, so nothing is transposed.
+
+Keras has no maxout layer: a maxout op becomes Dense(units*k) + Reshape((units, k)) +
+GlobalMaxPooling1D(data_format="channels_first"), the same function (piece j of unit i is
+column i*k + j). No DropConnect or RReLU either: their inference forms are exported (Dense;
+LeakyReLU with the mean slope), so a Keras model trained further behaves differently.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+from . import SourceLayer, SourceTensor, atomic_write, float32, layer_names, natural_key, output_function, require
+
+HDF5_OBJECT_HEADER_LIMIT = 64512  # bytes per attribute; longer name lists are chunked (as Keras does)
+
+
+@dataclass
+class KerasLayer:
+    cls: str  # Keras class name, e.g. "Dense"
+    name: str  # unique layer name
+    args: list[str]  # constructor arguments as Python source, name= excluded
+    weights: list[str]  # dnnspec variable names in Keras' weight order
+    comment: str = ""
+
+    def source(self) -> str:
+        call = f"layers.{self.cls}({', '.join([*self.args, f'name={self.name!r}'])}),"
+        return call + (f"  # {self.comment}" if self.comment else "")
+
+
+# ---------------------------------------------------------------- op -> Keras layers
+def _dense(spec, op, name, version, comment=""):
+    args = [str(op.columns())] + ([] if op.use_bias else ["use_bias=False"])
+    return [KerasLayer("Dense", name, args, spec.variable_names(), comment or spec.name)]
+
+
+def _dropconnect(spec, op, name, version):
+    return _dense(spec, op, name, version, f"{spec.name}: dropconnect(rate={op.rate!r}); Keras has none: "
+                                           "its inference form, a Dense layer")
+
+
+def _maxout(spec, op, name, version):
+    why = f"{spec.name}: maxout(units={op.units}, k={op.k}); Keras has no maxout layer: Dense + max over pieces"
+    return [*_dense(spec, op, name, version, why),
+            KerasLayer("Reshape", name + "_pieces", [f"({op.units}, {op.k})"], []),
+            KerasLayer("GlobalMaxPooling1D", name + "_max", ['data_format="channels_first"'], [])]
+
+
+def _batchnorm(spec, op, name, version):
+    args = [f"momentum={op.momentum!r}", f"epsilon={op.epsilon!r}"]
+    args += [] if op.center else ["center=False"]
+    args += [] if op.scale else ["scale=False"]
+    return [KerasLayer("BatchNormalization", name, args, spec.variable_names(), spec.name)]
+
+
+def _simple(cls, *attrs):
+    """A weightless layer whose arguments are the op's attributes of the same meaning."""
+    def build(spec, op, name, version):
+        return [KerasLayer(cls, name, [f"{k}={getattr(op, a)!r}" for k, a in attrs], [], spec.name)]
+    return build
+
+
+def _activation(keras_name):
+    def build(spec, op, name, version):
+        return [KerasLayer("Activation", name, [repr(keras_name)], [], f"{spec.name}: {spec.kind}")]
+    return build
+
+
+def _leaky(spec, op, name, version, slope=None, comment=""):
+    key = "negative_slope" if version >= 3 else "alpha"
+    slope = op.alpha if slope is None else slope
+    return [KerasLayer("LeakyReLU", name, [f"{key}={slope!r}"], [], comment or f"{spec.name}: leaky_relu")]
+
+
+def _rrelu(spec, op, name, version):
+    mean = (op.lower + op.upper) / 2
+    return _leaky(spec, op, name, version, mean, f"{spec.name}: rrelu({op.lower!r}, {op.upper!r}); Keras has "
+                                                 "none: its inference form, the mean slope")
+
+
+def _prelu(spec, op, name, version):  # dnnspec initializes slopes to 0.25 (Keras: 0)
+    return [KerasLayer("PReLU", name, ["alpha_initializer=keras.initializers.Constant(0.25)"],
+                       spec.variable_names(), f"{spec.name}: prelu, one slope per unit")]
+
+
+def _elu(spec, op, name, version):
+    return [KerasLayer("ELU", name, [f"alpha={op.alpha!r}"], [], f"{spec.name}: elu")]
+
+
+def _gelu(spec, op, name, version):
+    if not op.approximate:
+        return _activation("gelu")(spec, op, name, version)
+    return [KerasLayer("Lambda", name, ["lambda x: keras.activations.gelu(x, approximate=True)"], [],
+                       f"{spec.name}: gelu(approximate=true); no Keras layer takes the tanh form")]
+
+
+# dnnspec catalogue name -> Keras layers. Noise layers keep their training behaviour in Keras.
+KERAS_LAYERS = {
+    "dense": _dense,
+    "dropconnect": _dropconnect,
+    "maxout": _maxout,
+    "batchnorm": _batchnorm,
+    "dropout": _simple("Dropout", ("rate", "rate")),
+    "alpha_dropout": _simple("AlphaDropout", ("rate", "rate")),
+    "gaussian_noise": _simple("GaussianNoise", ("stddev", "stddev")),
+    "sigmoid": _activation("sigmoid"),
+    "tanh": _activation("tanh"),
+    "softmax": _activation("softmax"),
+    "softplus": _activation("softplus"),
+    "relu": _activation("relu"),
+    "selu": _activation("selu"),
+    "swish": _activation("swish"),
+    "linear": _activation("linear"),
+    "gelu": _gelu,
+    "leaky_relu": _leaky,
+    "rrelu": _rrelu,
+    "prelu": _prelu,
+    "elu": _elu,
+}
+
+
+def keras_layers(program, probabilities: bool = False, version: int = 3) -> list[KerasLayer]:
+    """The Keras layers equivalent to the spec's ops, in order."""
+    out = []
+    for spec, name in zip(program.ops, layer_names(program)):
+        build = KERAS_LAYERS.get(spec.kind)
+        if build is None:
+            raise UserError(f"{spec.kind} (op '{spec.name}') has no Keras equivalent")
+        out.extend(build(spec, spec.build(), name, version))
+    fn = output_function(program) if probabilities else None
+    if fn:
+        out.append(KerasLayer("Activation", "probabilities", [repr(fn)], [], "what dnnspec's predict applies"))
+    return out
+
+
+def _code(program, weights, probabilities, version) -> str:
+    lines = [f"# The dnnspec model '{program.model_name}' as a keras.Sequential (Keras {version}).",
+             "# Layer names are dnnspec's scoped op names with '/' -> '_'.",
+             "import keras",
+             "from keras import layers",
+             "",
+             "model = keras.Sequential([",
+             f"    keras.Input(shape=({program.input_width},), name={program.input_name!r}),"]
+    lines += ["    " + layer.source() for layer in keras_layers(program, probabilities, version)]
+    lines.append(f"], name={program.model_name!r})")
+    if weights:
+        lines.append(f"model.load_weights({str(weights)!r})")
+    return "\n".join(lines) + "\n"
+
+
+def keras_model_code(program, weights=None, probabilities: bool = False) -> str:
+    """Python source of the equivalent Keras 3 model (`model.load_weights` takes the export)."""
+    return _code(program, weights, probabilities, 3)
+
+
+def keras2_model_code(program, weights=None, probabilities: bool = False) -> str:
+    """The same for Keras 2 (tf.keras <= 2.15); Keras 3 runs it too and loads the legacy file."""
+    return _code(program, weights, probabilities, 2)
+
+
+def keras_model(program, probabilities: bool = False):
+    """Build the equivalent keras.Sequential (needs Keras)."""
+    require("keras", "keras", "building the Keras model")
+    scope: dict = {}
+    exec(compile(keras_model_code(program, probabilities=probabilities), "<dnnspec keras model>", "exec"), scope)
+    return scope["model"]
+
+
+def keras_config_json(program, probabilities: bool = False) -> str:
+    """The Keras model config (`keras.models.model_from_json` rebuilds the model from it)."""
+    return keras_model(program, probabilities).to_json(indent=2)
+
+
+# ---------------------------------------------------------------- writing
+def _snake(name: str) -> str:
+    """Keras' naming.to_snake_case: the key a layer class gets in a .weights.h5 file."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def export_keras3(model, path: Path, probabilities: bool = False) -> Path:
+    """Keras 3 `.weights.h5` for `keras_model_code(...)`'s model."""
+    import h5py
+
+    if not str(path).endswith(".weights.h5"):
+        raise UserError(f"{path}: Keras 3 loads weights only from files named *.weights.h5")
+    program = model.program
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        top = f.create_group("layers")
+        used: dict[str, int] = {}
+        for layer in keras_layers(program, probabilities, 3):
+            key = _snake(layer.cls)
+            used[key] = used.get(key, -1) + 1
+            group = top.create_group(key if used[key] == 0 else f"{key}_{used[key]}").create_group("vars")
+            group.attrs["name"] = layer.name
+            for i, var in enumerate(layer.weights):
+                group.create_dataset(str(i), data=float32(model.variables[var]))
+        f.create_group("vars").attrs["name"] = program.model_name
+    return path
+
+
+def _save_names(group, name: str, items: list[str]) -> None:
+    """A list of names as a bytes-array attribute, split into name0, name1, ... past HDF5's limit."""
+    data = np.array([s.encode() for s in items]) if items else np.array([], dtype="S1")
+    n = 1
+    while any(p.nbytes > HDF5_OBJECT_HEADER_LIMIT for p in np.array_split(data, n)):
+        n += 1
+    if n == 1:
+        group.attrs[name] = data
+    else:
+        for i, part in enumerate(np.array_split(data, n)):
+            group.attrs[f"{name}{i}"] = part
+
+
+def _load_names(group, name: str) -> list[str]:
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values.extend(group.attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def export_keras2(model, path: Path, probabilities: bool = False) -> Path:
+    """Legacy Keras 2 HDF5 weights for `keras2_model_code(...)`'s model."""
+    import h5py
+
+    if str(path).endswith(".weights.h5") or not str(path).endswith((".h5", ".hdf5")):
+        raise UserError(f"{path}: a legacy Keras 2 weights file must end in .h5 (and not .weights.h5, "
+                        "which Keras 3 reads as its own format)")
+    layers = keras_layers(model.program, probabilities, 2)
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        _save_names(f, "layer_names", [layer.name for layer in layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.15.0"
+        for layer in sorted(layers, key=lambda x: x.name):  # Keras writes them sorted by name
+            g = f.create_group(layer.name)
+            names = [f"{layer.name}/{var.rsplit('/', 1)[1]}:0" for var in layer.weights]
+            _save_names(g, "weight_names", names)
+            for n, var in zip(names, layer.weights):
+                g.create_dataset(n, data=float32(model.variables[var]))
+    return path
+
+
+# ---------------------------------------------------------------- reading
+KERAS3_KINDS = {"dense": "dense", "batch_normalization": "batchnorm", "p_re_lu": "prelu"}
+
+
+def _kind_by_locals(locals_: set[str]) -> str | None:
+    if "kernel" in locals_:
+        return "dense"
+    if "moving_mean" in locals_:
+        return "batchnorm"
+    if locals_ == {"alpha"}:
+        return "prelu"
+    return None
+
+
+def read_keras(path: Path):
+    """Layers of a Keras weights file, either layout (told apart by content), or a .keras archive."""
+    import h5py
+
+    notes = []
+    try:
+        if zipfile.is_zipfile(path):  # a .keras archive holds model.weights.h5
+            with zipfile.ZipFile(path) as z:
+                handle = io.BytesIO(z.read("model.weights.h5"))
+        else:
+            handle = path
+        with h5py.File(handle, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f  # a whole-model Keras 2 .h5
+            if "layer_names" in root.attrs or "layer_names0" in root.attrs:
+                notes.append("legacy Keras 2 layout (layer_names/weight_names)")
+                return _read_legacy(root), notes
+            if "layers" in root or "vars" in root:
+                notes.append("Keras 3 layout (layers/<class>/vars)")
+                return _read_keras3(root), notes
+    except (OSError, KeyError) as e:
+        raise UserError(f"{path}: not a readable Keras weights file ({e})") from None
+    raise UserError(f"{path}: not a Keras weights file (neither a Keras 3 'layers' group nor a Keras 2 "
+                    "'layer_names' attribute)")
+
+
+def _read_keras3(root) -> list[SourceLayer]:
+    import h5py
+
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars":
+            keys = sorted((k for k in obj if isinstance(obj[k], h5py.Dataset)), key=int)
+            if keys:
+                found.append((name[: -len("/vars")] if "/" in name else "", obj, keys))
+
+    root.visititems(visit)
+    layers = []
+    for layer_path, group, keys in sorted(found, key=lambda t: natural_key(t[0])):
+        cls = re.sub(r"_\d+$", "", layer_path.rsplit("/", 1)[-1])
+        label = f"{layer_path} ({group.attrs['name']})" if "name" in group.attrs else layer_path
+        tensors = [SourceTensor(f"{layer_path}/vars/{k}", np.asarray(group[k]), None) for k in keys]
+        layers.append(SourceLayer(KERAS3_KINDS.get(cls, cls or "model"), label, tensors))
+    return layers
+
+
+def _read_legacy(root) -> list[SourceLayer]:
+    layers = []
+    for lname in _load_names(root, "layer_names"):
+        g = root[lname]
+        tensors = []
+        for w in _load_names(g, "weight_names"):
+            local = w.rsplit("/", 1)[-1].split(":")[0]
+            tensors.append(SourceTensor(g[w].name.lstrip("/"), np.asarray(g[w]), local))
+        if tensors:
+            kind = _kind_by_locals({t.local for t in tensors}) or f"other ({lname})"
+            layers.append(SourceLayer(kind, lname, tensors))
+    return layers

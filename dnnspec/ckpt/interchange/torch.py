@@ -1,0 +1,221 @@
+"""PyTorch: the equivalent `torch.nn.Sequential` and its `state_dict` in safetensors (no pickle).
+
+Written and read with the `safetensors` package's NumPy API: torch itself is never imported.
+Names are the Sequential's: `<index>.<parameter>`, one index per module, weightless modules
+included. Layouts and names (CONVENTIONS.md §5, §7):
+
+| dnnspec                  | torch                                                          |
+|--------------------------|----------------------------------------------------------------|
+| dense kernel (in, out)   | `Linear.weight` (out, in) = kernel.T; bias as is               |
+| batchnorm gamma, beta    | `BatchNorm1d.weight`, `.bias` (ones/zeros if scale/center off) |
+| moving_mean, _variance   | `.running_mean`, `.running_var`; `.num_batches_tracked` (int64) |
+|                          | = the training steps done (dnnspec keeps no per-layer count)   |
+| batchnorm momentum m     | torch momentum 1 - m; eps as is (torch's default is 1e-5)      |
+| prelu alpha (per unit)   | `PReLU(num_parameters=n).weight`                               |
+
+torch has maxout only by composition: Linear(n_in, units*k) then MaxPool1d(k), which on a
+(batch, units*k) tensor takes the max over each run of k adjacent columns (dnnspec's layout,
+column i*k + j). DropConnect and GaussianNoise have no torch module: their inference forms are
+exported (Linear; Identity). Note that torch's BatchNorm1d averages the unbiased batch variance
+into running_var while dnnspec (like Keras) uses the biased one: further training in torch
+drifts slightly; inference is identical.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+from . import SourceLayer, SourceTensor, atomic_write, float32, natural_key, output_function, require
+
+
+@dataclass
+class TorchModule:
+    code: str  # constructor source, e.g. "nn.Linear(2, 16)"
+    params: dict = field(default_factory=dict)  # parameter name -> (dnnspec variable or None, array)
+    comment: str = ""
+
+
+# ---------------------------------------------------------------- op -> torch modules
+def _linear(spec, op, variables, step, comment=""):
+    v = spec.variable_names()
+    params = {"weight": (v[0], variables[v[0]].T)}
+    if op.use_bias:
+        params["bias"] = (v[1], variables[v[1]])
+    bias = "" if op.use_bias else ", bias=False"
+    return [TorchModule(f"nn.Linear({spec.n_in}, {op.columns()}{bias})", params, comment or spec.name)]
+
+
+def _dropconnect(spec, op, variables, step):
+    return _linear(spec, op, variables, step, f"{spec.name}: dropconnect(rate={op.rate!r}); torch has none: "
+                                              "its inference form")
+
+
+def _maxout(spec, op, variables, step):
+    return [*_linear(spec, op, variables, step, f"{spec.name}: maxout(units={op.units}, k={op.k}) pieces"),
+            TorchModule(f"nn.MaxPool1d({op.k})", {}, f"{spec.name}: max over each run of {op.k} columns")]
+
+
+def _batchnorm(spec, op, variables, step):
+    n, name = spec.n_in, spec.name
+    params = {}
+    affine = op.scale or op.center
+    if affine:  # torch has one flag for both: a missing one is the identity (1 or 0)
+        params["weight"] = (f"{name}/gamma", variables[f"{name}/gamma"]) if op.scale else (None, np.ones(n))
+        params["bias"] = (f"{name}/beta", variables[f"{name}/beta"]) if op.center else (None, np.zeros(n))
+    params["running_mean"] = (f"{name}/moving_mean", variables[f"{name}/moving_mean"])
+    params["running_var"] = (f"{name}/moving_variance", variables[f"{name}/moving_variance"])
+    params["num_batches_tracked"] = (None, np.array(step, np.int64))
+    momentum = float(f"{1.0 - op.momentum:.12g}")  # torch's momentum weighs the new statistic
+    code = f"nn.BatchNorm1d({n}, eps={op.epsilon!r}, momentum={momentum!r}" + ("" if affine else ", affine=False") + ")"
+    return [TorchModule(code, params, f"{name}: Keras-style momentum {op.momentum!r}")]
+
+
+def _prelu(spec, op, variables, step):
+    v = spec.variable_names()[0]
+    return [TorchModule(f"nn.PReLU(num_parameters={spec.n_in})", {"weight": (v, variables[v])}, spec.name)]
+
+
+def _module(template, *attrs, note=""):
+    """A weightless module whose arguments are the op's attributes."""
+    def build(spec, op, variables, step):
+        code = template.format(*(repr(getattr(op, a)) for a in attrs))
+        return [TorchModule(code, {}, f"{spec.name}: {spec.kind}" + (f"; {note}" if note else ""))]
+    return build
+
+
+def _gelu(spec, op, variables, step):
+    mode = "tanh" if op.approximate else "none"
+    return [TorchModule(f"nn.GELU(approximate={mode!r})", {}, f"{spec.name}: gelu")]
+
+
+# dnnspec catalogue name -> torch modules.
+TORCH_MODULES = {
+    "dense": _linear,
+    "dropconnect": _dropconnect,
+    "maxout": _maxout,
+    "batchnorm": _batchnorm,
+    "prelu": _prelu,
+    "dropout": _module("nn.Dropout(p={})", "rate"),
+    "alpha_dropout": _module("nn.AlphaDropout(p={})", "rate"),
+    "gaussian_noise": _module("nn.Identity()", note="torch has no GaussianNoise: its inference form"),
+    "sigmoid": _module("nn.Sigmoid()"),
+    "tanh": _module("nn.Tanh()"),
+    "softmax": _module("nn.Softmax(dim=1)"),
+    "softplus": _module("nn.Softplus()"),
+    "relu": _module("nn.ReLU()"),
+    "leaky_relu": _module("nn.LeakyReLU(negative_slope={})", "alpha"),
+    "rrelu": _module("nn.RReLU(lower={}, upper={})", "lower", "upper"),
+    "elu": _module("nn.ELU(alpha={})", "alpha"),
+    "selu": _module("nn.SELU()"),
+    "swish": _module("nn.SiLU()"),
+    "gelu": _gelu,
+    "linear": _module("nn.Identity()"),
+}
+OUTPUT_MODULES = {"softmax": "nn.Softmax(dim=1)", "sigmoid": "nn.Sigmoid()"}
+
+
+def torch_modules(program, variables=None, step: int = 0, probabilities: bool = False) -> list[TorchModule]:
+    """The torch modules equivalent to the spec's ops, in order (with their parameter values)."""
+    if variables is None:  # code only: shapes suffice
+        variables = {n: np.zeros(v.shape) for s in program.ops for n, v in zip(s.variable_names(), s.variables.values())}
+    out = []
+    for spec in program.ops:
+        build = TORCH_MODULES.get(spec.kind)
+        if build is None:
+            raise UserError(f"{spec.kind} (op '{spec.name}') has no PyTorch equivalent")
+        out.extend(build(spec, spec.build(), variables, step))
+    fn = output_function(program) if probabilities else None
+    if fn:
+        out.append(TorchModule(OUTPUT_MODULES[fn], {}, "what dnnspec's predict applies"))
+    return out
+
+
+def torch_model_code(program, weights=None, probabilities: bool = False) -> str:
+    """Python source of the equivalent torch.nn.Sequential (`load_state_dict` takes the export)."""
+    lines = [f"# The dnnspec model '{program.model_name}' as a torch.nn.Sequential "
+             f"(input: {program.input_name}[{program.input_width}]).",
+             "import torch",
+             "from torch import nn",
+             "",
+             "model = nn.Sequential("]
+    for i, m in enumerate(torch_modules(program, probabilities=probabilities)):
+        lines.append(f"    {m.code},  # {i}: {m.comment}")
+    lines.append(")")
+    if weights:
+        lines += ["", "from safetensors.torch import load_file", "",
+                  f"model.load_state_dict(load_file({str(weights)!r}))", "model.eval()  # inference: dropout off, running statistics"]
+    return "\n".join(lines) + "\n"
+
+
+def state_dict(model, probabilities: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(name -> array, name -> dnnspec variable) of the equivalent Sequential."""
+    step = int(model.trainer.updater.t)
+    tensors, origin = {}, {}
+    for i, m in enumerate(torch_modules(model.program, model.variables, step, probabilities)):
+        for pname, (var, value) in m.params.items():
+            key = f"{i}.{pname}"
+            tensors[key] = value if value.dtype == np.int64 else float32(value)
+            origin[key] = var or ""
+    return tensors, origin
+
+
+def export_torch(model, path: Path, probabilities: bool = False) -> Path:
+    """A safetensors state_dict for `torch_model_code(...)`'s model; metadata maps names back to dnnspec's."""
+    st = require("safetensors.numpy", "torch", "exporting to torch")
+    tensors, origin = state_dict(model, probabilities)
+    metadata = {"format": "pt", "dnnspec_model": model.program.model_name,
+                "dnnspec_variables": json.dumps({k: v for k, v in origin.items() if v})}
+    with atomic_write(path) as tmp:
+        st.save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+# ---------------------------------------------------------------- reading
+BN_LOCALS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+
+
+def read_torch(path: Path):
+    """Modules of a safetensors state_dict, told apart by their parameters, in module order."""
+    if str(path).endswith((".pt", ".pth", ".bin")):
+        raise UserError(f"{path}: pickled torch files are not read (loading them can run code); save a "
+                        "safetensors file: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+    st = require("safetensors.numpy", "torch", "importing from torch")
+    try:
+        tensors = st.load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for damaged headers
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+    modules: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in tensors.items():
+        prefix, _, pname = key.rpartition(".")
+        modules.setdefault(prefix, {})[pname] = value
+    layers = []
+    for prefix in sorted(modules, key=natural_key):
+        params = modules[prefix]
+        layers.append(_layer(prefix, params))
+    return layers, []
+
+
+def _name(prefix: str, pname: str) -> str:
+    return f"{prefix}.{pname}" if prefix else pname
+
+
+def _layer(prefix: str, params: dict[str, np.ndarray]) -> SourceLayer:
+    w = params.get("weight")
+    if "running_mean" in params:  # BatchNorm1d
+        tensors = [SourceTensor(_name(prefix, p), params[p], BN_LOCALS[p]) for p in BN_LOCALS if p in params]
+        ignored = [_name(prefix, p) + " (not needed)" for p in params if p not in BN_LOCALS]
+        return SourceLayer("batchnorm", prefix, tensors, ignored)
+    if w is not None and w.ndim == 2 and set(params) <= {"weight", "bias"}:  # Linear: weight is (out, in)
+        tensors = [SourceTensor(_name(prefix, "weight"), w.T, "kernel", True, w.shape)]
+        if "bias" in params:
+            tensors.append(SourceTensor(_name(prefix, "bias"), params["bias"], "bias"))
+        return SourceLayer("dense", prefix, tensors)
+    if w is not None and w.ndim == 1 and set(params) == {"weight"}:  # PReLU
+        return SourceLayer("prelu", prefix, [SourceTensor(_name(prefix, "weight"), w, "alpha")])
+    tensors = [SourceTensor(_name(prefix, p), v, p) for p, v in params.items()]
+    return SourceLayer(f"other ({prefix})", prefix, tensors)
