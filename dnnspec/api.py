@@ -245,6 +245,11 @@ def last_path(program: Program) -> Path | None:
     return path if cfg.best is None else path.with_name(path.stem + ".last" + path.suffix)
 
 
+def snapshot_path(program: Program, i: int) -> Path:
+    path = Path(program.train.checkpoint)
+    return path.with_name(f"{path.stem}.snapshot{i}{path.suffix}")
+
+
 def run(model: Model, reporter=None, log=print, resume=None) -> dict:
     """Train as the spec says, writing checkpoints and the metrics log; returns the final summary.
 
@@ -254,12 +259,17 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
     start = time.perf_counter()
     cfg = model.program.train
     if resume is not None:
-        model.restore(hdf5.load(resume))
+        ckpt = hdf5.load(resume)
+        if ckpt.state.get("derived"):
+            raise CheckpointError(f"{resume}: a file made by `ckpt rename/extract/merge` holds no training run to "
+                                  "resume; use it with `reuse` instead")
+        model.restore(ckpt)
     splits = model.load_data()
     log_path = jsonl_path(model.program)
     run_id = time.strftime("%Y%m%dT%H%M%S")
     best_path = Path(cfg.checkpoint) if cfg.checkpoint and cfg.best is not None else None
     latest = last_path(model.program)
+    snapshots: list[Path] = []
 
     def on_epoch_end(trainer, logs):
         if log_path is not None:
@@ -270,6 +280,9 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
             model.save(best_path)
         if latest is not None:
             model.save(latest)
+        last_epoch = trainer.state.epoch >= cfg.epochs or trainer.state.stopped_early
+        if cfg.snapshots and (trainer.updater.restarts_next(trainer.state.epoch - 1) or last_epoch):
+            snapshots.append(model.save(snapshot_path(model.program, len(snapshots) + 1)))
 
     def on_step(trainer):
         if cfg.every_steps and latest is not None and trainer.updater.t % cfg.every_steps == 0:
@@ -277,6 +290,8 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
 
     history = model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
                         on_epoch_end=on_epoch_end, on_step=on_step)
+    if cfg.average and latest is not None and history:
+        model.save(latest)  # now holding the averaged weights the run ends with
     if model.trainer.cache_report:
         log(model.trainer.cache_report)
     if best_path is not None and best_path.is_file():
@@ -296,6 +311,7 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
         "checkpoint": str(best_path or latest) if (best_path or latest) is not None else None,
         "log": str(log_path) if log_path is not None else None,
         "frozen_cache": model.trainer.cache_report,
+        "snapshots": [str(p) for p in snapshots],
     }
     if splits.test is not None:
         metrics = model.evaluate(*splits.test)

@@ -44,6 +44,7 @@ class Plan:
         self._allocate_variables()
         self._mark_frozen()
         self.batch = 0  # rows the activation buffers hold
+        self._penalized = [op for op in self.ops if getattr(op, "has_penalty", False)]
 
     # ------------------------------------------------------------ variables
     def _declare(self) -> None:
@@ -143,6 +144,10 @@ class Plan:
         for op, inference in zip(self.ops[start:stop], self.inference_only[start:stop]):
             x = op.forward(x, training and not inference)
         return x
+
+    def penalty(self) -> float:
+        """Loss terms the ops add themselves (activity regularization), for the last forward."""
+        return sum(op.penalty() for op in self._penalized) if self._penalized else 0.0
 
     def backward(self, dz: np.ndarray) -> None:
         """Back-propagate dL/dz down to the lowest trainable op and no further."""

@@ -15,6 +15,7 @@ from dnnspec.registry import Float, Int
 from helpers_gradcheck import assert_grad_close, away_from_kinks, numeric_grad
 
 REQUIRED_ARGS = {"units": 3}  # values for parameters without a default
+TEST_ARGS = {"activity_regularization": {"l1": 0.3, "l2": 0.2}}  # defaults that would test nothing
 N_IN, BATCH, ALLOC = 4, 5, 7  # x has fewer rows than the op allocated for
 SELU_ALPHA = 1.6732632423543772848170429916717  # CONVENTIONS.md §4
 SELU_LAMBDA = 1.0507009873554804934193349852946
@@ -28,6 +29,7 @@ def build(entry_or_name, **kwargs):
     if isinstance(entry, str):
         entry = ACTIVATIONS.get(entry) if entry in ACTIVATIONS else LAYERS.get(entry)
     args = {p.name: REQUIRED_ARGS[p.name] for p in entry.params if p.required}
+    args.update(TEST_ARGS.get(entry.name, {}))
     args.update(kwargs)
     return entry.cls(**args)
 
@@ -104,8 +106,8 @@ def test_gradients(entry, training):
     x = inputs()
     w = np.random.default_rng(2).normal(size=(BATCH, op.out_width(N_IN)))
 
-    def loss():  # L = sum(w * y), so dL/dy = w
-        return float(np.sum(run(op, x, training) * w))
+    def loss():  # L = sum(w * y) + the op's own penalty, so dL/dy = w
+        return float(np.sum(run(op, x, training) * w)) + op.penalty()
 
     loss()
     dx = op.backward(w.copy(), need_dx=True).copy()
@@ -591,3 +593,15 @@ def test_batchnorm_matches_torch():
     np.testing.assert_allclose(values["moving_mean"], rm.numpy(), rtol=1e-12)
     # the moving variance differs on purpose: torch averages the unbiased batch variance
     np.testing.assert_allclose(rv.numpy() - values["moving_variance"], 0.1 * x.var(0) * (16 / 15 - 1), rtol=1e-9)
+
+
+def test_activity_regularization_penalty_formula():
+    op = build("activity_regularization", l1=0.5, l2=0.25)
+    setup(op)
+    x = inputs()
+    y = run(op, x, True)
+    np.testing.assert_array_equal(y, x)
+    expected = (0.5 * np.abs(x).sum() + 0.25 * (x**2).sum()) / len(x)
+    assert op.penalty() == pytest.approx(expected, rel=1e-12)
+    run(op, x, False)
+    assert op.penalty() == 0.0

@@ -132,8 +132,13 @@ def _assemble(ctx: Context) -> None:
         cfg.best = None if best == "none" else best
         cfg.best_mode = _mode(ck[0].options["mode"], best)
         cfg.every_steps = ck[0].options["every_steps"]
+        cfg.snapshots = ck[0].options["snapshots"]
     cfg.regularize = [(s.value, s.pattern) for s in ctx.train.get("regularize", [])]
     cfg.constrain = [(s.value, s.pattern) for s in ctx.train.get("constrain", [])]
+    cfg.lr_mult = [(s.value, s.pattern) for s in ctx.train.get("lr_mult", [])]
+    avg = ctx.train.get("average")
+    if avg:
+        cfg.average, cfg.average_decay, cfg.average_start = avg[0].value, avg[0].options["decay"], avg[0].options["start"]
     name, width, _ = ex.input
     program = Program(ctx.spec.file, ctx.model.name, name, width, ex.ops, cfg)
     datas = ctx.spec.of_type(ast.Data)
@@ -165,7 +170,7 @@ def _patterns(ctx: Context) -> None:
         return
     names = p.variable_names()
     listing = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
-    targets = [(pat, key) for key in ("regularize", "constrain") for _, pat in getattr(p.train, key)]
+    targets = [(pat, key) for key in ("regularize", "constrain", "lr_mult") for _, pat in getattr(p.train, key)]
     targets += [(pat, "freeze") for pat, _ in p.freeze] + [(pat, "trainable") for pat in p.trainable]
     for pat, key in targets:
         if not any(pat.match(n) for n in names):

@@ -42,10 +42,15 @@ class TrainConfig:
     best: str | None = None
     best_mode: str = "min"
     every_steps: int = 0
+    snapshots: bool = False  # save <name>.snapshot<i>.h5 at the end of each schedule cycle
     cache_frozen: bool = True
     log: str | None = None
     regularize: list[tuple[Component, Pattern]] = field(default_factory=list)
     constrain: list[tuple[Component, Pattern]] = field(default_factory=list)
+    lr_mult: list[tuple[float, Pattern]] = field(default_factory=list)
+    average: str | None = None  # "ema" or "polyak"
+    average_decay: float = 0.999
+    average_start: int = 0
     clip_norm: float | None = None
     clip_value: float | None = None
 

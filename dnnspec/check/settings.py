@@ -48,13 +48,19 @@ TRAIN_KEYS: dict[str, Key] = {
                       "(the latest state then goes to <name>.last.h5); every_steps=N also saves the latest state "
                       "every N updates", str, None,
                       {"best": (Choice("none", *MONITORS), "none"), "mode": (Choice("auto", "min", "max"), "auto"),
-                       "every_steps": (Int(ge=0), 0)}),
+                       "every_steps": (Int(ge=0), 0), "snapshots": (bool, False)}),
     "cache_frozen": Key("compute the output of a frozen, deterministic prefix of the network once for the whole "
                         "data set and train the rest on it", bool, True),
     "log": Key("append per-epoch metrics (JSON lines) here; default: next to the checkpoint", str, None),
     "regularize": Key("add a weight penalty to the variables matching the pattern", Ref("regularizer"),
                       on=True, repeat=True),
     "constrain": Key("project the matching variables after every update", Ref("constraint"), on=True, repeat=True),
+    "lr_mult": Key("multiply the learning rate of the matching variables (Caffe's lr_mult); the last "
+                   "matching line wins", Float(ge=0), on=True, repeat=True),
+    "average": Key("evaluate with an average of the weights: an exponential moving average (ema, "
+                   "decay) or Polyak's running mean (polyak) from epoch `start`; training ends with the "
+                   "averaged weights", Choice("ema", "polyak"), None,
+                   {"decay": (Float(gt=0, lt=1), 0.999), "start": (Int(ge=0), 0)}),
     "clip_norm": Key("clip gradients to this global L2 norm", Float(gt=0), None),
     "clip_value": Key("clip each gradient element to [-v, v]", Float(gt=0), None),
 }

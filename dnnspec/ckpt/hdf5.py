@@ -108,6 +108,9 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
             collections = f.create_group("collections")
             for cname, names in ckpt.collections.items():
                 collections.create_dataset(cname, data=list(names), dtype=h5py.string_dtype())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -398,8 +398,8 @@ def merge(a: Checkpoint, b: Checkpoint, allow_conflicts: bool = False, prefer: s
     A conflict is a name both hold with different shapes or values (not bit-identical); it is
     an error listing every conflict unless `allow_conflicts`, then `prefer` ("a" or "b") wins.
     The result keeps a's spec, state and history, and a's optimizer record (name,
-    hyperparameters, step; b's if a has none); each variable brings its slots from the file its value came from when that
-    file's optimizer is the same kind as a's.
+    hyperparameters, step; b's if a has none); each variable brings its slots from the file its
+    value came from when that file's optimizer is of the same kind.
     """
     if prefer not in ("a", "b"):
         raise UserError(f"prefer must be 'a' or 'b', not {prefer!r}")

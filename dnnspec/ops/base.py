@@ -65,6 +65,10 @@ class Op:
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
+    def penalty(self) -> float:
+        """A term this op adds to the loss for its last forward pass (activity regularization)."""
+        return 0.0
+
     def describe(self) -> str:
         """One line for `dnnspec plan`."""
         return type(self).registered_name

@@ -346,3 +346,42 @@ class GaussianNoise(_Noise):
 
     def describe(self):
         return f"gaussian_noise stddev={self.stddev:g}"
+
+
+@LAYERS.register("activity_regularization")
+class ActivityRegularization(Op):
+    """Adds (l1·Σ|x| + l2·Σx²)/batch to the loss in training, passing x through (Keras' layer)."""
+
+    # Divided by the batch size like the mean loss it is added to (Keras' sum_over_batch_size).
+    has_penalty: ClassVar[bool] = True
+
+    def __init__(self, l1: Float(ge=0) = 0.0, l2: Float(ge=0) = 0.0):
+        self.l1, self.l2 = float(l1), float(l2)
+
+    def forward(self, x, training):
+        self.x, self.training = x, training
+        y = self._y[: len(x)]
+        np.copyto(y, x)
+        return y
+
+    def penalty(self):
+        if not self.training:
+            return 0.0
+        x = self.x
+        return (self.l1 * float(np.abs(x).sum()) + self.l2 * float(np.square(x).sum())) / len(x)
+
+    def backward(self, dy, need_dx=True):
+        if not need_dx:
+            return None
+        dx = self._dx[: len(dy)]
+        np.copyto(dx, dy)
+        if self.training:
+            scale = 1.0 / len(dy)
+            if self.l2:
+                dx += (2.0 * self.l2 * scale) * self.x
+            if self.l1:
+                dx += (self.l1 * scale) * np.sign(self.x)
+        return dx
+
+    def describe(self):
+        return f"{self.registered_name} l1={self.l1:g} l2={self.l2:g}"

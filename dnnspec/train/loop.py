@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -136,7 +137,22 @@ class Trainer:
         es = self.cfg.early_stopping
         if es is not None and es.restore_best and self.best_weights is not None:
             self.plan.theta[...], self.plan.fixed[...] = self.best_weights
+        elif self.updater.averaged:  # like Keras' use_ema: the model ends with the averaged weights
+            self.plan.theta[...] = self.updater.average
         return self.state.history
+
+    @contextmanager
+    def evaluation_weights(self):
+        """Evaluate with the averaged weights while averaging is on (then put the trained ones back)."""
+        if not self.updater.averaged:
+            yield
+            return
+        trained = self.plan.theta.copy()
+        self.plan.theta[...] = self.updater.average
+        try:
+            yield
+        finally:
+            self.plan.theta[...] = trained
 
     def _require_validation(self, val: XY | None) -> None:
         es = self.cfg.early_stopping
@@ -168,7 +184,8 @@ class Trainer:
             logs["loss"] += self.updater.penalty()
         tick = time.perf_counter()
         if val is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate(self.plan, *val, start=start_op).items()})
+            with self.evaluation_weights():
+                logs.update({f"val_{k}": v for k, v in evaluate(self.plan, *val, start=start_op).items()})
         logs["lr"] = self.updater.lr(epoch)
         logs["seconds"] = pos.seconds + time.perf_counter() - tick
         return logs
@@ -178,7 +195,7 @@ class Trainer:
         # A diverging run overflows somewhere; the loop reports it as such, not as a NumPy warning.
         with np.errstate(over="ignore", invalid="ignore"):
             z = plan.forward(x, training=True, start=start_op)
-            loss = plan.loss.forward(z, y)
+            loss = plan.loss.forward(z, y) + plan.penalty()
             right = plan.loss.correct(z, y)
             plan.backward(plan.loss.backward())
             self.updater.step(epoch)
@@ -200,7 +217,8 @@ class Trainer:
         if improved(value, self.state.es_best, es.mode, es.min_delta):
             self.state.es_best, self.state.es_wait = value, 0
             if es.restore_best:
-                self.best_weights = (self.plan.theta.copy(), self.plan.fixed.copy())
+                with self.evaluation_weights():  # the weights that scored `value`
+                    self.best_weights = (self.plan.theta.copy(), self.plan.fixed.copy())
         else:
             self.state.es_wait += 1
             if self.state.es_wait >= max(es.patience, 1):  # Keras: stop after `patience` bad epochs
@@ -213,12 +231,15 @@ class Trainer:
         state = {k: v for k, v in asdict(st).items() if k not in ("history", "position")}
         state["position"] = asdict(st.position) if st.position is not None else None
         state["global_step"] = self.updater.t
+        state["averaged"] = self.updater.averaged
         state["schedule"] = self.updater.schedule.state_dict()
         state["rng_shuffle"] = get_state(self.shuffle_rng)
         state["rng_ops"] = {_op_key(op): get_state(op.rng) for op in self.plan.ops if op.rng is not None}
         arrays = {}
         if self.best_weights is not None:
             arrays["best_theta"], arrays["best_fixed"] = self.best_weights
+        if self.updater.averaged:
+            arrays["average"] = self.updater.average
         return state, arrays
 
     def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray], history: list[dict]) -> None:
@@ -234,6 +255,9 @@ class Trainer:
         for op in self.plan.ops:
             if op.rng is not None and _op_key(op) in state.get("rng_ops", {}):
                 set_state(op.rng, state["rng_ops"][_op_key(op)])
+        self.updater.averaged = int(state.get("averaged", 0))
+        if self.updater.average is not None and "average" in arrays:
+            self.updater.average[...] = arrays["average"]
         if "best_theta" in arrays and arrays["best_theta"].shape == self.plan.theta.shape:
             self.best_weights = (arrays["best_theta"].copy(), arrays["best_fixed"].copy())
         st.history = [dict(row) for row in history]

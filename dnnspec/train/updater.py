@@ -1,5 +1,6 @@
 """One optimizer step over the plan's flat trainable buffer: penalties, clipping, the update
-rule, constraints. Slots are flat buffers too; per-variable views key them by scoped name."""
+rule (per run of variables sharing a learning-rate multiplier), constraints, weight averaging.
+Slots are flat buffers too; per-variable views key them by scoped name."""
 
 from __future__ import annotations
 
@@ -23,7 +24,26 @@ class Updater:
         names = plan.trainable_names
         self.regularizers = [(c.build(), [n for n in names if p.match(n)]) for c, p in cfg.regularize]
         self.constraints = [(c.build(), [n for n in names if p.match(n)]) for c, p in cfg.constrain]
+        self.segments = self._segments()
+        self.average = np.zeros(n, plan.dtype) if cfg.average else None
+        self.averaged = 0  # updates folded into the average
+        self._scratch = np.empty(n, plan.dtype) if cfg.average else None
         self.t = 0  # updates done
+
+    def _segments(self) -> list[tuple[int, int, float]]:
+        """(start, stop, lr multiplier) runs over theta; one run when no lr_mult is set."""
+        runs: list[list] = []
+        for name in self.plan.trainable_names:
+            mult = 1.0
+            for value, pattern in self.cfg.lr_mult:
+                if pattern.match(name):
+                    mult = float(value)  # the last matching line wins
+            a, b = self.plan.offsets[name]
+            if runs and runs[-1][2] == mult and runs[-1][1] == a:
+                runs[-1][1] = b
+            else:
+                runs.append([a, b, mult])
+        return [tuple(r) for r in runs if r[2] != 0.0]  # lr_mult 0: never updated
 
     @property
     def lr0(self) -> float:
@@ -33,6 +53,13 @@ class Updater:
         """The learning rate of the next update."""
         k = self.t if self.cfg.schedule_per == "step" else epoch
         return float(self.schedule(self.lr0, k))
+
+    def restarts_next(self, epoch: int) -> bool:
+        """Whether the schedule jumps back up after this epoch: the end of a cycle (SGDR)."""
+        k = self.t if self.cfg.schedule_per == "step" else epoch + 1
+        if k <= self.cfg.warmup or k == 0:
+            return False
+        return self.schedule(self.lr0, k) > self.schedule(self.lr0, k - 1)
 
     def penalty(self) -> float:
         """The regularization term of the loss (reported with it, as Keras does)."""
@@ -52,11 +79,29 @@ class Updater:
                 plan.grad *= self.cfg.clip_norm / norm
         lr = self.lr(epoch)
         self.t += 1
-        if plan.theta.size:
-            self.optimizer.update(plan.theta, plan.grad, self.state, lr, self.t)
+        for a, b, mult in self.segments:
+            state = {k: v[a:b] for k, v in self.state.items()} if (a, b) != (0, plan.theta.size) else self.state
+            self.optimizer.update(plan.theta[a:b], plan.grad[a:b], state, lr * mult, self.t)
         for con, names in self.constraints:
             for n in names:
                 con.apply(plan.variables[n])
+        if self.average is not None and epoch >= self.cfg.average_start:
+            self._fold_average()
+
+    def _fold_average(self) -> None:
+        theta, avg = self.plan.theta, self.average
+        self.averaged += 1
+        if self.averaged == 1:
+            np.copyto(avg, theta)
+        elif self.cfg.average == "ema":  # avg = d·avg + (1-d)·theta
+            d = self.cfg.average_decay
+            avg *= d
+            np.multiply(theta, 1.0 - d, out=self._scratch)
+            avg += self._scratch
+        else:  # Polyak: the running mean of every iterate so far, avg += (theta - avg)/n
+            np.subtract(theta, avg, out=self._scratch)
+            self._scratch *= 1.0 / self.averaged
+            avg += self._scratch
 
     def slot_views(self) -> dict[str, dict[str, np.ndarray]]:
         """slot -> variable name -> view; what a checkpoint stores."""

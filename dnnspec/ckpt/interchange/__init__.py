@@ -209,9 +209,10 @@ class ImportReport:
         out = [f"imported {len(self.rows)} tensor{'s' * (len(self.rows) != 1)} from {self.fmt} file {self.path}"
                + (f" (scope '{self.scope}')" if self.scope else "") + ":"]
         w = max((len(r.source) for r in self.rows), default=0)
+        v = max((len(r.target) for r in self.rows), default=0)
         for r in self.rows:
-            extra = ", ".join(x for x in ("transposed" if r.transposed else "", r.note) if x)
-            out.append(f"  {r.source:<{w}} -> {r.target}  {r.shape}" + (f"  ({extra})" if extra else ""))
+            extra = "; ".join(x for x in ("transposed" if r.transposed else "", r.note) if x)
+            out.append(f"  {r.source:<{w}} -> {r.target:<{v}} {str(r.shape):<10}" + (f" {extra}" if extra else ""))
         if self.kept:
             out.append("kept as initialized (outside the scope): " + ", ".join(self.kept))
         if self.unused:

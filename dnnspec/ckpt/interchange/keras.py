@@ -124,6 +124,7 @@ KERAS_LAYERS = {
     "dropout": _simple("Dropout", ("rate", "rate")),
     "alpha_dropout": _simple("AlphaDropout", ("rate", "rate")),
     "gaussian_noise": _simple("GaussianNoise", ("stddev", "stddev")),
+    "activity_regularization": _simple("ActivityRegularization", ("l1", "l1"), ("l2", "l2")),
     "sigmoid": _activation("sigmoid"),
     "tanh": _activation("tanh"),
     "softmax": _activation("softmax"),

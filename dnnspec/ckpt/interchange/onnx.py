@@ -13,7 +13,7 @@ Initializers keep dnnspec's scoped names (`dnn/hidden1/kernel`).
 | rrelu                      | LeakyRelu with the mean slope (its inference form)             |
 | swish                      | Mul(x, Sigmoid(x))                                              |
 | gelu                       | Gelu (opset >= 20), else its erf (or tanh) expansion            |
-| dropout, alpha_dropout, gaussian_noise, linear | omitted: identity at inference              |
+| dropout, alpha_dropout, gaussian_noise, activity_regularization, linear | omitted: identity at inference |
 
 The default opset 17 runs on every onnxruntime since 1.14.
 """
@@ -147,6 +147,7 @@ ONNX_OPS = {
     "dropout": _identity,
     "alpha_dropout": _identity,
     "gaussian_noise": _identity,
+    "activity_regularization": _identity,  # a training-time loss term
     "linear": _identity,
     "sigmoid": _op("Sigmoid"),
     "tanh": _op("Tanh"),

@@ -15,8 +15,8 @@ included. Layouts and names (CONVENTIONS.md §5, §7):
 
 torch has maxout only by composition: Linear(n_in, units*k) then MaxPool1d(k), which on a
 (batch, units*k) tensor takes the max over each run of k adjacent columns (dnnspec's layout,
-column i*k + j). DropConnect and GaussianNoise have no torch module: their inference forms are
-exported (Linear; Identity). Note that torch's BatchNorm1d averages the unbiased batch variance
+column i*k + j). DropConnect, GaussianNoise and ActivityRegularization have no torch module: their
+inference forms are exported (Linear; Identity; Identity). Note that torch's BatchNorm1d averages the unbiased batch variance
 into running_var while dnnspec (like Keras) uses the biased one: further training in torch
 drifts slightly; inference is identical.
 """
@@ -103,6 +103,8 @@ TORCH_MODULES = {
     "dropout": _module("nn.Dropout(p={})", "rate"),
     "alpha_dropout": _module("nn.AlphaDropout(p={})", "rate"),
     "gaussian_noise": _module("nn.Identity()", note="torch has no GaussianNoise: its inference form"),
+    "activity_regularization": _module("nn.Identity()", note="a training-time loss term in dnnspec and Keras; "
+                                                            "torch adds penalties in the training loop"),
     "sigmoid": _module("nn.Sigmoid()"),
     "tanh": _module("nn.Tanh()"),
     "softmax": _module("nn.Softmax(dim=1)"),

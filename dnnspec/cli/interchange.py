@@ -1,0 +1,86 @@
+"""`dnnspec ckpt export` and `dnnspec ckpt import`: checkpoints to and from Keras, PyTorch, ONNX, NumPy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..ckpt.interchange import EXPORT_FORMATS, FORMATS, IMPORT_FORMATS
+from .common import handle_errors, overrides_option
+
+
+def _beside(out: Path, fmt: str, suffix: str) -> Path:
+    """`tiny.weights.h5` -> `tiny.py`: the format's ending replaced."""
+    name = out.name
+    ending = FORMATS[fmt].suffix
+    stem = name[: -len(ending)] if name.endswith(ending) and len(name) > len(ending) else Path(name).stem
+    return out.with_name(stem + suffix)
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--to", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Target format (default: from the output file name).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--code", is_flag=True, help="Also write the equivalent Keras/PyTorch model definition (OUT's stem + .py).")
+@click.option("--config", is_flag=True, help="keras, keras2: also write the Keras model config JSON (needs Keras).")
+@click.option("--probabilities", is_flag=True,
+              help="End with the loss's output function (softmax/sigmoid), as `predict` does; default: logits.")
+@click.option("--fold-batchnorm", is_flag=True, help="onnx: fold batch norm into the dense layer before it.")
+@click.option("--opset", type=int, default=None, help="onnx: the opset to target (default 17; Gelu is native from 20).")
+@handle_errors
+def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm, opset):
+    """Export a dnnspec checkpoint: keras (.weights.h5), keras2 (.h5), torch (.safetensors), onnx, npz."""
+    from ..api import load_checkpoint
+    from ..ckpt import interchange as ix
+    from ..errors import UserError
+
+    out = Path(out)
+    fmt = fmt or ix.guess_format(out, EXPORT_FORMATS)
+    options = {"probabilities": probabilities}
+    if fmt == "onnx":
+        options["fold_batchnorm"] = fold_batchnorm
+        if opset is not None:
+            options["opset"] = opset
+    elif fold_batchnorm or opset is not None:
+        raise UserError("--fold-batchnorm and --opset apply to onnx exports only")
+    if config and not fmt.startswith("keras"):
+        raise UserError("--config applies to keras and keras2 exports only")
+    if code and not FORMATS[fmt].code:
+        raise UserError(f"--code: {fmt} files carry their own graph; model code is written for keras, keras2, torch")
+    model = load_checkpoint(checkpoint)
+    ix.export_model(model, fmt, out, **options)
+    click.echo(f"wrote {out} ({FORMATS[fmt].description})")
+    if code:
+        path = _beside(out, fmt, ".py")
+        path.write_text(ix.model_code(model, fmt, weights=str(out), probabilities=probabilities))
+        click.echo(f"wrote {path} (the model definition; it loads {out})")
+    if config:
+        from ..ckpt.interchange.keras import keras_config_json
+
+        path = _beside(out, fmt, ".json")
+        path.write_text(keras_config_json(model.program, probabilities))
+        click.echo(f"wrote {path} (keras.models.model_from_json rebuilds the model)")
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--from", "fmt", type=click.Choice(IMPORT_FORMATS), default=None,
+              help="Source format (default: from the file name).")
+@click.option("--spec", required=True, type=click.Path(dir_okay=False), help="The spec of the model to fill.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="The dnnspec checkpoint to write.")
+@click.option("--scope", default=None, metavar="PATTERN",
+              help="Import only variables whose dnnspec name matches this regex from the start, e.g. 'dnn/hidden[12]'; "
+                   "the others keep their initial values.")
+@overrides_option
+@handle_errors
+def import_cmd(source, fmt, spec, out, scope, overrides):
+    """Fill a spec's variables from a Keras, PyTorch (safetensors) or .npz file; write a dnnspec checkpoint."""
+    from ..ckpt import interchange as ix
+
+    fmt = fmt or ix.guess_format(source, IMPORT_FORMATS)
+    report = ix.import_file(source, fmt, spec, out, scope, overrides)
+    click.echo(report.text())
+    click.echo(f"wrote {out}")
