@@ -335,6 +335,12 @@ def test_a_keras_trained_model_predicts_the_same_here(keras_trained, inputs, tmp
     assert report.mapping()["layers/dense_2/vars/0"] == "dnn/outputs/kernel"
     assert np.abs(model.variables["dnn/bn/moving_mean"]).max() > 1e-3  # Keras' training moved them
     assert _max_diff(model.predict_logits(inputs), keras_trained.predict(inputs, verbose=0)) < TOL
+    keras_trained.save(tmp_path / "k.keras")  # the whole-model archive holds the same weights file
+    again = dnnspec.compile_text(KERAS_SOURCE_SPEC + TRAIN)
+    report = ix.import_into(again, "keras", tmp_path / "k.keras")
+    assert any("optimizer state" in n for n in report.notes) and not report.unused
+    for n, v in model.variables.items():
+        np.testing.assert_array_equal(again.variables[n], v)
 
 
 def test_a_keras_legacy_h5_file_imports(keras_trained, inputs, tmp_path):

@@ -155,29 +155,105 @@ def plan(spec, overrides):
 
 @main.command("eval")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--checkpoint", "-c", "ckpt", required=True, type=click.Path(dir_okay=False),
-              help="Checkpoint whose weights to evaluate.")
+@click.option("--checkpoint", "-c", "ckpts", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to evaluate; several make an ensemble (average of probabilities).")
 @overrides_option
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="all", show_default=True)
+@click.option("--top-k", "top_k", type=click.IntRange(1), multiple=True, help="Also report top-k accuracy.")
+@click.option("--per-class", is_flag=True, help="Also report precision/recall/F1 per class.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def eval_(spec, ckpt, overrides, as_json):
-    """Evaluate a checkpoint on the spec's data (test split, else validation)."""
-    from .. import api
+def eval_(spec, ckpts, overrides, split, top_k, per_class, as_json):
+    """Evaluate checkpoints of SPEC on its data; several checkpoints are averaged as an ensemble."""
+    import numpy as np
+
+    from .. import api, metrics
     from ..ckpt import hdf5
 
     model = api.compile_file(spec, overrides)
-    model.restore(hdf5.load(ckpt), strict=True)
     splits = model.load_data()
+    names = ["train", "val", "test"] if split == "all" else [split]
+    data = {n: getattr(splits, n) for n in names if getattr(splits, n) is not None}
+    probs = {n: 0.0 for n in data}
+    for path in ckpts:
+        model.restore(hdf5.load(path), strict=True)
+        for n, (x, _) in data.items():
+            probs[n] = probs[n] + model.predict(x)
     results = {}
-    for split in ("train", "val", "test"):
-        data = getattr(splits, split)
-        if data is not None:
-            results[split] = model.evaluate(*data)
+    for n, (x, y) in data.items():
+        if len(ckpts) == 1:
+            row = model.evaluate(x, y)  # the spec's own loss (regression losses too)
+        else:
+            p = probs[n] / len(ckpts)
+            if model.plan.loss.labels == "real":
+                row = {"loss": float(np.mean((p - np.asarray(y).reshape(p.shape)) ** 2))}
+            else:
+                row = {"log_loss": metrics.log_loss(p, y), "accuracy": metrics.accuracy(p, y)}
+        p = probs[n] / len(ckpts)
+        if model.plan.loss.labels != "real":
+            for k in top_k:
+                row[f"top_{k}_accuracy"] = metrics.top_k_accuracy(p, y, k)
+            if per_class:
+                row["per_class"] = metrics.per_class(p, y)
+        results[n] = row
     if as_json:
         click.echo(json.dumps(results))
         return
-    for split, metrics in results.items():
-        click.echo(f"{split:<6} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if len(ckpts) > 1:
+        click.echo(f"ensemble of {len(ckpts)} checkpoints (average of probabilities)")
+    for n, row in results.items():
+        click.echo(f"{n:<6} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "per_class"))
+        for c in row.get("per_class", []):
+            click.echo(f"         class {c['class']:>3}  precision {c['precision']:.4f}  recall {c['recall']:.4f}"
+                       f"  f1 {c['f1']:.4f}  support {c['support']}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@overrides_option
+@click.option("--steps-per-epoch", type=click.IntRange(1), help="Updates per epoch (default: from the data).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG plot (needs matplotlib: the 'plot' extra).")
+@handle_errors
+def schedule(spec, overrides, steps_per_epoch, plot):
+    """Show the learning rate over the whole run, as a table (and optionally a plot)."""
+    from .. import api
+    from ..errors import UserError
+
+    model = api.compile_file(spec, overrides)
+    cfg, up = model.program.train, model.trainer.updater
+    if cfg.schedule_per == "step" and steps_per_epoch is None:
+        if model.program.data is None:
+            raise UserError("this schedule counts steps: give --steps-per-epoch (the spec has no data to count)")
+        n = len(model.load_data().train[0])
+        steps_per_epoch = -(-n // min(cfg.batch, n))
+    per_epoch = steps_per_epoch if cfg.schedule_per == "step" else 1
+    total = cfg.epochs * per_epoch
+    rates = [float(up.schedule(up.lr0, k)) for k in range(total)]
+    unit = "step" if cfg.schedule_per == "step" else "epoch"
+    click.echo(f"schedule {cfg.schedule}" + (f" with {cfg.warmup}-{unit} warm-up" if cfg.warmup else "")
+               + f", base lr {up.lr0:g}, counted per {unit}")
+    if cfg.schedule.name == "reduce_on_plateau":
+        click.echo("(reduce_on_plateau depends on the monitored metric; shown as if it kept improving)")
+    click.echo(f"{'epoch':>6} {unit + ' k':>10} {'lr':>12}")
+    for epoch in range(cfg.epochs):
+        k = epoch * per_epoch
+        click.echo(f"{epoch + 1:>6} {k:>10} {rates[k]:>12.6g}")
+    if plot:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise UserError("--plot needs matplotlib: pip install 'dnnspec[plot]'") from None
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(range(total), rates)
+        ax.set_xlabel(f"{unit}")
+        ax.set_ylabel("learning rate")
+        ax.set_title(f"{model.program.model_name}: {cfg.schedule}")
+        fig.tight_layout()
+        fig.savefig(plot, dpi=100)
+        click.echo(f"plot written to {plot}")
 
 
 from .ckpt import ckpt  # noqa: E402  (subcommand groups register on import)

@@ -212,7 +212,7 @@ class ImportReport:
         v = max((len(r.target) for r in self.rows), default=0)
         for r in self.rows:
             extra = "; ".join(x for x in ("transposed" if r.transposed else "", r.note) if x)
-            out.append(f"  {r.source:<{w}} -> {r.target:<{v}} {str(r.shape):<10}" + (f" {extra}" if extra else ""))
+            out.append(f"  {r.source:<{w}} -> {r.target:<{v}} {str(r.shape):<10} {extra}".rstrip())
         if self.kept:
             out.append("kept as initialized (outside the scope): " + ", ".join(self.kept))
         if self.unused:
@@ -327,10 +327,10 @@ def assign_layers(model, layers: list[SourceLayer], fmt: str, path, scope: str |
         report.unused.extend(layer.ignored)
     bns = [s for s in model.program.ops if s.kind == "batchnorm" and any(wanted(t) for t in s.variable_names())]
     if bns:
-        eps = sorted({s.build().epsilon for s in bns})
-        report.notes.append(f"batch norm epsilon is not stored in {fmt} weight files: the spec's "
-                            f"({', '.join(f'{e:g}' for e in eps)}) is used; the source must have used the same "
-                            "(Keras' default is 1e-3, torch's 1e-5)")
+        eps = ", ".join(sorted({f"{s.build().epsilon:g}" for s in bns}))
+        default = "torch's default is 1e-5" if fmt == "torch" else "Keras' default is 1e-3"
+        report.notes.append(f"batch norm epsilon is not stored in {fmt} weight files: the spec's ({eps}) is used "
+                            f"({default}); predictions match only if the source model used the same")
     _commit(model, planned, errors, fmt, path)
     return report
 

@@ -299,19 +299,27 @@ def read_keras(path: Path):
                 return _read_legacy(root), notes
             if "layers" in root or "vars" in root:
                 notes.append("Keras 3 layout (layers/<class>/vars)")
-                return _read_keras3(root), notes
+                return _read_keras3(root, notes), notes
+            if root.attrs.get("format") == "dnnspec":
+                raise UserError(f"{path}: a dnnspec checkpoint, not a Keras file: load it with "
+                                "dnnspec.load_checkpoint or `reuse` it in a spec")
     except (OSError, KeyError) as e:
         raise UserError(f"{path}: not a readable Keras weights file ({e})") from None
     raise UserError(f"{path}: not a Keras weights file (neither a Keras 3 'layers' group nor a Keras 2 "
                     "'layer_names' attribute)")
 
 
-def _read_keras3(root) -> list[SourceLayer]:
+def _read_keras3(root, notes: list[str]) -> list[SourceLayer]:
     import h5py
 
     found = []
+    if "optimizer" in root:  # a compiled model's optimizer slots: nothing of dnnspec's
+        count = sum(isinstance(o, h5py.Dataset) for o in _walk(root["optimizer"]))
+        notes.append(f"the file's optimizer state ({count} tensors) is not imported")
 
     def visit(name, obj):
+        if name.split("/", 1)[0] == "optimizer":
+            return
         if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars":
             keys = sorted((k for k in obj if isinstance(obj[k], h5py.Dataset)), key=int)
             if keys:
@@ -325,6 +333,12 @@ def _read_keras3(root) -> list[SourceLayer]:
         tensors = [SourceTensor(f"{layer_path}/vars/{k}", np.asarray(group[k]), None) for k in keys]
         layers.append(SourceLayer(KERAS3_KINDS.get(cls, cls or "model"), label, tensors))
     return layers
+
+
+def _walk(group) -> list:
+    items = []
+    group.visititems(lambda name, obj: items.append(obj))
+    return items
 
 
 def _read_legacy(root) -> list[SourceLayer]:

@@ -72,7 +72,7 @@ def _batchnorm(spec, op, variables, step):
     params["num_batches_tracked"] = (None, np.array(step, np.int64))
     momentum = float(f"{1.0 - op.momentum:.12g}")  # torch's momentum weighs the new statistic
     code = f"nn.BatchNorm1d({n}, eps={op.epsilon!r}, momentum={momentum!r}" + ("" if affine else ", affine=False") + ")"
-    return [TorchModule(code, params, f"{name}: Keras-style momentum {op.momentum!r}")]
+    return [TorchModule(code, params, f"{name}: dnnspec/Keras momentum {op.momentum!r}")]
 
 
 def _prelu(spec, op, variables, step):
