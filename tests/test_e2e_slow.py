@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_MNIST
@@ -39,3 +40,40 @@ def test_mnist_mlp_reaches_975(in_tmp):
     out = run_spec("mnist_mlp.dnn", f'data.path="{SHARED_MNIST}"')
     assert out["epochs_run"] == 10
     assert out["test_accuracy"] >= 0.975
+
+
+def _val_curve(path) -> list[float]:
+    return [json.loads(line)["val_accuracy"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_file(), reason="shared/data/mnist.npz is not present")
+def test_transfer_learning_story(in_tmp):
+    """Train on digits 0-4; reuse + freeze hidden1-3 for digits 5-9 from 200 examples (cached);
+    it learns in fewer epochs than the same net from scratch, and keeps the reused weights bit-equal."""
+    import dnnspec
+    from click.testing import CliRunner
+
+    from dnnspec.cli import main
+
+    data = f'data.path="{SHARED_MNIST}"'
+    run_spec("transfer_base.dnn", data)
+    reuse = run_spec("transfer_reuse.dnn", data)
+    scratch = run_spec("transfer_scratch.dnn", data)
+    assert reuse["frozen_cache"] and "ops 1-6" in reuse["frozen_cache"]
+    r = _val_curve(in_tmp / "checkpoints" / "transfer_reuse.jsonl")
+    s = _val_curve(in_tmp / "checkpoints" / "transfer_scratch.jsonl")
+    first = lambda curve, level: next((i + 1 for i, v in enumerate(curve) if v >= level), 99)  # noqa: E731
+    assert first(r, 0.8) < first(s, 0.8)  # fewer epochs to the same accuracy
+    assert max(r[:3]) > max(s[:3]) + 0.05  # higher accuracy in the first epochs
+    base = dnnspec.load_checkpoint(in_tmp / "checkpoints" / "transfer_base.h5")
+    new = dnnspec.load_checkpoint(in_tmp / "checkpoints" / "transfer_reuse.h5")
+    for name in base.variables:
+        if name.startswith(("dnn/hidden1/", "dnn/hidden2/", "dnn/hidden3/")):
+            np.testing.assert_array_equal(new.variables[name], base.variables[name])
+    result = CliRunner().invoke(main, ["ckpt", "diff", "checkpoints/transfer_base.h5", "checkpoints/transfer_reuse.h5",
+                                       "--changed"])
+    changed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("changed")}
+    assert changed and all(n.startswith(("dnn/hidden4/", "dnn/hidden5/", "dnn/outputs/")) for n in changed)
+    verify = CliRunner().invoke(main, ["ckpt", "verify", "checkpoints/transfer_reuse.h5", "dnn/hidden[123]/",
+                                       "--against", "checkpoints/transfer_base.h5"])
+    assert verify.exit_code == 0, verify.output
