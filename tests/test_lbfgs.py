@@ -78,21 +78,41 @@ def test_quadratic_reaches_the_solution(line_search):
 
 
 # ---------------------------------------------------------------- (2) torch.optim.LBFGS, float64
+def wiggly(x):
+    """Many local minima along any line: every branch of the line search gets used."""
+    return float(np.sum(0.1 * x * x + np.sin(3 * x)))
+
+
+def wiggly_grad(x):
+    return 0.2 * x + 3 * np.cos(3 * x)
+
+
+PROBLEMS = {  # name: (loss, gradient, start)
+    "rosen2": (rosen, rosen_grad, np.array([-1.2, 1.0])),
+    "rosen10": (rosen, rosen_grad, np.tile([-1.2, 1.0], 5)),
+    "wiggly6": (wiggly, wiggly_grad, 3 * np.random.default_rng(1).standard_normal(6)),
+}
+
 # Fixed steps on Rosenbrock are often chaotic: with n=10 and the defaults, torch against itself from
 # a start one ulp away differs by 4e-2 after 5 steps. torch's p.add_(d, alpha=t) is a fused
 # multiply-add where NumPy rounds twice, and its dot products sum in another order, so such cases
 # are not comparable to 1e-6; the cases below stay within 1e-7 (most within 1e-9).
 TORCH_CASES = [
-    (2, "none", {}),
-    (2, "none", {"max_iter": 3, "history_size": 3}),
-    (2, "strong_wolfe", {}),
-    (2, "strong_wolfe", {"max_iter": 4, "history_size": 3}),
-    (10, "none", {"lr": 0.2, "history_size": 5}),
-    (10, "none", {"max_iter": 4, "history_size": 3}),
-    (10, "strong_wolfe", {}),
-    (10, "strong_wolfe", {"max_iter": 4, "history_size": 3}),
-    (10, "strong_wolfe", {"max_iter": 7, "max_eval": 5, "tolerance_change": 1e-4, "lr": 0.5}),
-    (10, "none", {"max_iter": 6, "max_eval": 4, "tolerance_grad": 1e-2}),
+    ("rosen2", "none", {}),
+    ("rosen2", "none", {"max_iter": 3, "history_size": 3}),
+    ("rosen2", "strong_wolfe", {}),
+    ("rosen2", "strong_wolfe", {"max_iter": 4, "history_size": 3}),
+    ("rosen2", "strong_wolfe", {"lr": 10, "max_iter": 4}),  # zoom: the first trial overshoots
+    ("rosen2", "strong_wolfe", {"lr": 0.01, "max_eval": 3}),  # extrapolation, stopped by max_eval
+    ("rosen10", "none", {"lr": 0.2, "history_size": 5}),
+    ("rosen10", "none", {"max_iter": 4, "history_size": 3}),
+    ("rosen10", "strong_wolfe", {}),
+    ("rosen10", "strong_wolfe", {"max_iter": 4, "history_size": 3}),
+    ("rosen10", "strong_wolfe", {"max_iter": 7, "max_eval": 5, "tolerance_change": 1e-4, "lr": 0.5}),
+    ("rosen10", "none", {"max_iter": 6, "max_eval": 4, "tolerance_grad": 1e-2}),
+    # the search keeps torch's own 1e-9 bracket tolerance whatever tolerance_change is
+    ("wiggly6", "strong_wolfe", {"max_iter": 3, "tolerance_change": 1.0}),
+    ("wiggly6", "none", {"lr": 0.1}),
 ]
 
 
@@ -103,22 +123,22 @@ def torch_kwargs(line_search, hp):
     return {**kw, "line_search_fn": None if line_search == "none" else line_search}
 
 
-@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"n{c[0]}-{c[1]}-" + "-".join(f"{k}={v}" for k, v in c[2].items()))
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"{c[0]}-{c[1]}-" + "-".join(f"{k}={v}" for k, v in c[2].items()))
 def test_matches_torch_trajectory(case):
     torch = pytest.importorskip("torch")
-    n, line_search, hp = case
-    x0 = np.tile([-1.2, 1.0], n // 2)
+    problem, line_search, hp = case
+    loss, grad, x0 = PROBLEMS[problem]
     w = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
     topt = torch.optim.LBFGS([w], **torch_kwargs(line_search, hp))
 
-    def torch_closure():  # same gradient formula: the optimizers are what is compared
+    def torch_closure():  # same formulas: the optimizers are what is compared
         x = w.detach().numpy()
-        w.grad = torch.tensor(rosen_grad(x))
-        return torch.tensor(rosen(x), dtype=torch.float64)
+        w.grad = torch.tensor(grad(x))
+        return torch.tensor(loss(x), dtype=torch.float64)
 
-    p, g = x0.copy(), np.zeros(n)
+    p, g = x0.copy(), np.zeros_like(x0)
     opt = LBFGS(line_search=line_search, **hp)
-    closure = make_closure(p, g, rosen, rosen_grad)
+    closure = make_closure(p, g, loss, grad)
     for k in range(10):
         ours, theirs = opt.step(p, g, closure, opt.lr), float(topt.step(torch_closure))
         ref = w.detach().numpy()
@@ -127,6 +147,56 @@ def test_matches_torch_trajectory(case):
         st = topt.state[w]
         assert (opt._n_iter, opt._func_evals) == (st["n_iter"], st["func_evals"]), f"step {k + 1}"
     assert np.abs(p - x0).max() > 0.1  # it moved
+
+
+def test_strong_wolfe_matches_torch_line_search():
+    # torch's private _strong_wolfe against ours on 200 random searches: bracketing, extrapolation,
+    # the max_ls fallback, zoom with the insufficient-progress rule and its tolerance exit
+    torch = pytest.importorskip("torch")
+    from torch.optim.lbfgs import _strong_wolfe as torch_strong_wolfe
+
+    from dnnspec.optim import _strong_wolfe
+
+    def torch_dot(a, b):  # both sides see the same slopes: torch's dot sums in another order
+        return torch.tensor(a).dot(torch.tensor(b)).numpy()[()]
+
+    rng = np.random.default_rng(0)
+    ends = set()
+    for i in range(200):
+        x = 2 * rng.standard_normal(3)
+        d = -wiggly_grad(x) if i % 2 else rng.standard_normal(3)
+        d = -d if np.dot(d, wiggly_grad(x)) > 0 else d
+        f0, g0 = wiggly(x), wiggly_grad(x)
+        gtd = torch_dot(g0, d)
+        t0 = float(10 ** rng.uniform(-3, 1.5))
+        max_ls, tol = int(rng.choice([1, 2, 3, 25])), float(rng.choice([1e-9, 1e-2, 3.0]))
+
+        def obj_func(x_, t, d_):
+            xt = x + float(t) * d
+            return wiggly(xt), torch.tensor(wiggly_grad(xt))
+
+        tf, tg, tt, tn = torch_strong_wolfe(obj_func, [torch.tensor(x)], t0, torch.tensor(d), f0,
+                                            torch.tensor(g0), torch.tensor(gtd), tolerance_change=tol, max_ls=max_ls)
+        g = np.empty(3)
+
+        def evaluate(t):
+            xt = x + t * d
+            g[...] = wiggly_grad(xt)
+            return wiggly(xt), torch_dot(g, d)
+
+        def keep(buf):
+            np.copyto(buf, g)
+            return buf
+
+        mf, mg, mt, mn = _strong_wolfe(evaluate, keep, f0, g0.copy(), gtd, t0, d, (np.empty(3), np.empty(3)),
+                                       tolerance_change=tol, max_ls=max_ls)
+        assert mn == tn, i
+        # torch divides a float by a tensor as reciprocal-then-multiply: a few ulps apart at most
+        assert float(mt) == pytest.approx(float(tt), rel=1e-12), i
+        assert mf == pytest.approx(tf, rel=1e-12, abs=1e-15), i
+        np.testing.assert_allclose(mg, tg.numpy(), rtol=1e-12, atol=1e-15, err_msg=str(i))
+        ends.add((mn, max_ls))
+    assert len(ends) > 10
 
 
 # ---------------------------------------------------------------- (3) float32 logistic regression

@@ -267,3 +267,9 @@ def ckpt_merge(a, b, out, allow_conflicts, prefer, force):
     if rec["conflicts"]:
         msg += f"; {rec['conflicts']} conflicts resolved in favour of {prefer.upper()}"
     click.echo(msg + ")")
+
+
+from .interchange import export_cmd, import_cmd  # noqa: E402
+
+ckpt.add_command(export_cmd)
+ckpt.add_command(import_cmd)

@@ -23,7 +23,8 @@ def _beside(out: Path, fmt: str, suffix: str) -> Path:
 @click.option("--to", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
               help="Target format (default: from the output file name).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
-@click.option("--code", is_flag=True, help="Also write the equivalent Keras/PyTorch model definition (OUT's stem + .py).")
+@click.option("--code", is_flag=True,
+              help="Also write the equivalent Keras/PyTorch model definition (OUT's stem + .py).")
 @click.option("--config", is_flag=True, help="keras, keras2: also write the Keras model config JSON (needs Keras).")
 @click.option("--probabilities", is_flag=True,
               help="End with the loss's output function (softmax/sigmoid), as `predict` does; default: logits.")

@@ -149,10 +149,6 @@ def output_function(program) -> str | None:
     return OUTPUT_FUNCTIONS.get(program.train.loss.name)
 
 
-def unsupported(fmt: str, spec, why: str = "") -> UserError:
-    return UserError(f"{spec.kind} (op '{spec.name}') cannot be exported to {fmt}" + (f": {why}" if why else ""))
-
-
 def float32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -307,6 +303,7 @@ def assign_layers(model, layers: list[SourceLayer], fmt: str, path, scope: str |
         if kind is None:
             if any(wanted(t) for t in targets):
                 errors.append(f"op '{spec.name}' ({spec.kind}) has no counterpart in {fmt} files")
+            report.kept.extend(targets)
             continue
         i = seen[kind] = seen.get(kind, -1) + 1  # the i-th op of this kind
         if not any(wanted(t) for t in targets):

@@ -8,7 +8,8 @@ Initializers keep dnnspec's scoped names (`dnn/hidden1/kernel`).
 |----------------------------|-----------------------------------------------------------------|
 | dense, dropconnect         | Gemm(x, kernel, bias) (kernel (in, out): no transB); MatMul without bias |
 | maxout(units, k)           | Gemm -> Reshape [-1, units, k] -> ReduceMax over axis 2         |
-| batchnorm                  | BatchNormalization (inference) or, `fold_batchnorm=True`, folded into the Gemm before it (else Mul + Add) |
+| batchnorm                  | BatchNormalization (inference); `fold_batchnorm=True`: folded   |
+|                            | into the Gemm right before it (elsewhere Mul + Add)             |
 | relu, sigmoid, tanh, softplus, elu, selu, leaky_relu, prelu, softmax | the ONNX op of that name (Softmax axis 1) |
 | rrelu                      | LeakyRelu with the mean slope (its inference form)             |
 | swish                      | Mul(x, Sigmoid(x))                                              |

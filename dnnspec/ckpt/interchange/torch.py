@@ -15,10 +15,10 @@ included. Layouts and names (CONVENTIONS.md §5, §7):
 
 torch has maxout only by composition: Linear(n_in, units*k) then MaxPool1d(k), which on a
 (batch, units*k) tensor takes the max over each run of k adjacent columns (dnnspec's layout,
-column i*k + j). DropConnect, GaussianNoise and ActivityRegularization have no torch module: their
-inference forms are exported (Linear; Identity; Identity). Note that torch's BatchNorm1d averages the unbiased batch variance
-into running_var while dnnspec (like Keras) uses the biased one: further training in torch
-drifts slightly; inference is identical.
+column i*k + j). DropConnect, GaussianNoise and ActivityRegularization have no torch module:
+their inference forms are exported (Linear; Identity; Identity). Note that torch's BatchNorm1d
+averages the unbiased batch variance into running_var while dnnspec (like Keras) uses the biased
+one: further training in torch drifts slightly; inference is identical.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ OUTPUT_MODULES = {"softmax": "nn.Softmax(dim=1)", "sigmoid": "nn.Sigmoid()"}
 def torch_modules(program, variables=None, step: int = 0, probabilities: bool = False) -> list[TorchModule]:
     """The torch modules equivalent to the spec's ops, in order (with their parameter values)."""
     if variables is None:  # code only: shapes suffice
-        variables = {n: np.zeros(v.shape) for s in program.ops for n, v in zip(s.variable_names(), s.variables.values())}
+        variables = {f"{s.name}/{local}": np.zeros(v.shape) for s in program.ops for local, v in s.variables.items()}
     out = []
     for spec in program.ops:
         build = TORCH_MODULES.get(spec.kind)
@@ -150,7 +150,8 @@ def torch_model_code(program, weights=None, probabilities: bool = False) -> str:
     lines.append(")")
     if weights:
         lines += ["", "from safetensors.torch import load_file", "",
-                  f"model.load_state_dict(load_file({str(weights)!r}))", "model.eval()  # inference: dropout off, running statistics"]
+                  f"model.load_state_dict(load_file({str(weights)!r}))",
+                  "model.eval()  # inference: dropout off, running statistics"]
     return "\n".join(lines) + "\n"
 
 
