@@ -76,6 +76,15 @@ def cpu_busy(seconds: float = 0.5) -> float | None:
     return (b1 - b0) / max(t1 - t0, 1)
 
 
+def wait_for_quiet(max_busy: float = 0.05, timeout: float = 60.0, probe: float = 1.0) -> float | None:
+    """Sleep until others use at most `max_busy` of the CPUs (or `timeout` passes); last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = cpu_busy(probe)
+        if busy is None or busy <= max_busy or time.monotonic() >= deadline:
+            return busy
+
+
 def blas_info() -> list[dict]:
     """The BLAS/OpenMP libraries loaded in this process, as threadpoolctl reports them.
 

@@ -58,6 +58,8 @@ GROUPS: dict[str, list[Row]] = {
     ],
     "vanishing": [
         Row("mnist_sigmoid9", "9x100 sigmoid, N(0, 1) init, SGD 0.01"),
+        Row("mnist_sigmoid9_glorot", "9x100 sigmoid, Glorot init, SGD 0.01"),
+        Row("mnist_sigmoid9_glorot4", "9x100 sigmoid, 4x Glorot init, SGD 0.01"),
         Row("mnist_relu9", "9x100 ReLU, He init, SGD 0.01"),
     ],
     "fashion": [
@@ -67,7 +69,8 @@ GROUPS: dict[str, list[Row]] = {
         Row("fashion_early_stopping", "+ early stopping (val_loss, patience 5, restore best)"),
     ],
 }
-GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_relu9": "relu"}  # spec -> hidden activation
+GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_sigmoid9_glorot": "sigmoid",
+                  "mnist_sigmoid9_glorot4": "sigmoid", "mnist_relu9": "relu"}  # spec -> hidden activation
 ALL = {row.spec: row for rows in GROUPS.values() for row in rows}
 
 
@@ -204,26 +207,39 @@ def render(data: dict) -> None:
 
 
 def _table(rows: list[Row], data: dict) -> str:
-    lines = ["| spec | network, optimizer | epochs | val acc (last) | best val acc (epoch) | test acc "
-             "(best-val ckpt) | reference val acc | seed | s/epoch (median) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| spec | network, optimizer | epochs | train acc (last) | val acc (last) | val loss (last / min) "
+             "| kept checkpoint: val acc (epoch) | test acc (kept ckpt) | reference val acc | seed "
+             "| s/epoch (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         r = data.get(row.spec)
         ref = f"{row.reference:.3f}" if row.reference is not None else "–"
         if r is None:
-            lines.append(f"| `{row.spec}` | {row.what} | not run | | | | {ref} | | |")
+            lines.append(f"| `{row.spec}` | {row.what} | not run | | | | | | {ref} | | |")
             continue
         s, ep = r["summary"], r["epochs"]
-        best = max(ep, key=lambda e: e["val_accuracy"])
+        kept = _kept_epoch(row.spec, ep)
         secs = statistics.median(e["seconds"] for e in ep)
         stop = " (stopped early)" if s.get("stopped_early") else ""
+        min_loss = min(e["val_loss"] for e in ep)
         lines.append(f"| [`{row.spec}`](../specs/{row.spec}.dnn) | {row.what} | {s['epochs_run']}{stop} | "
-                     f"{s['val_accuracy']:.4f} | {best['val_accuracy']:.4f} ({best['epoch']}) | "
-                     f"{s['test_accuracy']:.4f} | {ref} | {r['seed']} | {secs:.1f} |")
+                     f"{s['train_accuracy']:.4f} | {s['val_accuracy']:.4f} | {s['val_loss']:.4f} / {min_loss:.4f} | "
+                     f"{kept['val_accuracy']:.4f} ({kept['epoch']}) | {s['test_accuracy']:.4f} | {ref} | "
+                     f"{r['seed']} | {secs:.1f} |")
     lines.append("")
     lines.append("Reproduce a row: " + ", ".join(f"`{data[r.spec]['command']}`" for r in rows if r.spec in data)
                  + " (from the repository root).")
     return "\n".join(lines) + "\n"
+
+
+def _kept_epoch(name: str, epochs: list[dict]) -> dict:
+    """The epoch whose weights `checkpoint ... best=METRIC` kept: the first best one (it saves on improvement)."""
+    m = re.search(r"^\s*checkpoint\s.*\bbest=(\w+)", (ROOT / "specs" / f"{name}.dnn").read_text(), re.M)
+    metric = m.group(1) if m and m.group(1) != "none" else None
+    if metric is None:
+        return epochs[-1]
+    sign = 1 if metric.endswith("loss") else -1  # minimise losses, maximise accuracies
+    return min(epochs, key=lambda e: (sign * e[metric], e["epoch"]))
 
 
 def _vanishing_detail(data: dict) -> str:

@@ -344,7 +344,7 @@ def _absmax(a: np.ndarray):
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     """Minimiser of the cubic through (x1, f1, f1'=g1) and (x2, f2, g2), clamped to bounds (polyinterp.lua)."""
     lo, hi = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
-    if x1 == x2:  # torch raises ZeroDivisionError here (unreachable in practice): take the middle
+    if x1 == x2:  # torch divides by zero here (never reached: the zoom stops first): take the middle
         return (lo + hi) / 2.0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inf/nan fall to the midpoint
         d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)

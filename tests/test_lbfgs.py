@@ -78,13 +78,13 @@ def test_quadratic_reaches_the_solution(line_search):
 
 
 # ---------------------------------------------------------------- (2) torch.optim.LBFGS, float64
-def wiggly(x):
+def wiggly(x, k=3):
     """Many local minima along any line: every branch of the line search gets used."""
-    return float(np.sum(0.1 * x * x + np.sin(3 * x)))
+    return float(np.sum(0.1 * x * x + np.sin(k * x)))
 
 
-def wiggly_grad(x):
-    return 0.2 * x + 3 * np.cos(3 * x)
+def wiggly_grad(x, k=3):
+    return 0.2 * x + k * np.cos(k * x)
 
 
 PROBLEMS = {  # name: (loss, gradient, start)
@@ -123,7 +123,11 @@ def torch_kwargs(line_search, hp):
     return {**kw, "line_search_fn": None if line_search == "none" else line_search}
 
 
-@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"{c[0]}-{c[1]}-" + "-".join(f"{k}={v}" for k, v in c[2].items()))
+def case_id(case):
+    return f"{case[0]}-{case[1]}" + "".join(f"-{k}={v}" for k, v in case[2].items())
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=case_id)
 def test_matches_torch_trajectory(case):
     torch = pytest.importorskip("torch")
     problem, line_search, hp = case
@@ -149,7 +153,8 @@ def test_matches_torch_trajectory(case):
     assert np.abs(p - x0).max() > 0.1  # it moved
 
 
-def test_strong_wolfe_matches_torch_line_search():
+@pytest.mark.parametrize("k", [3, 5])
+def test_strong_wolfe_matches_torch_line_search(k):
     # torch's private _strong_wolfe against ours on 200 random searches: bracketing, extrapolation,
     # the max_ls fallback, zoom with the insufficient-progress rule and its tolerance exit
     torch = pytest.importorskip("torch")
@@ -164,16 +169,16 @@ def test_strong_wolfe_matches_torch_line_search():
     ends = set()
     for i in range(200):
         x = 2 * rng.standard_normal(3)
-        d = -wiggly_grad(x) if i % 2 else rng.standard_normal(3)
-        d = -d if np.dot(d, wiggly_grad(x)) > 0 else d
-        f0, g0 = wiggly(x), wiggly_grad(x)
+        d = -wiggly_grad(x, k) if i % 2 else rng.standard_normal(3)
+        d = -d if np.dot(d, wiggly_grad(x, k)) > 0 else d
+        f0, g0 = wiggly(x, k), wiggly_grad(x, k)
         gtd = torch_dot(g0, d)
         t0 = float(10 ** rng.uniform(-3, 1.5))
         max_ls, tol = int(rng.choice([1, 2, 3, 25])), float(rng.choice([1e-9, 1e-2, 3.0]))
 
         def obj_func(x_, t, d_):
             xt = x + float(t) * d
-            return wiggly(xt), torch.tensor(wiggly_grad(xt))
+            return wiggly(xt, k), torch.tensor(wiggly_grad(xt, k))
 
         tf, tg, tt, tn = torch_strong_wolfe(obj_func, [torch.tensor(x)], t0, torch.tensor(d), f0,
                                             torch.tensor(g0), torch.tensor(gtd), tolerance_change=tol, max_ls=max_ls)
@@ -181,8 +186,8 @@ def test_strong_wolfe_matches_torch_line_search():
 
         def evaluate(t):
             xt = x + t * d
-            g[...] = wiggly_grad(xt)
-            return wiggly(xt), torch_dot(g, d)
+            g[...] = wiggly_grad(xt, k)
+            return wiggly(xt, k), torch_dot(g, d)
 
         def keep(buf):
             np.copyto(buf, g)
@@ -251,6 +256,8 @@ def test_state_dict_resume_is_bit_identical(line_search):
     arrays = {k: v.copy() for k, v in arrays.items()}
     second = LBFGS(**first.hyperparameters())
     second.load_state_dict(scalars, arrays)
+    s2, a2 = second.state_dict()  # the round trip loses nothing
+    assert s2 == scalars and all(np.array_equal(a2[k], v) and a2[k].dtype == v.dtype for k, v in arrays.items())
     for _ in range(3):
         second.step(q, h, make_closure(q, h, loss, grad), 1.0)
 

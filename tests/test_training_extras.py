@@ -141,3 +141,41 @@ train {
     assert all((in_tmp / p).is_file() for p in result["snapshots"])
     epochs = [dnnspec.load_checkpoint(in_tmp / p).trainer.state.epoch for p in result["snapshots"]]
     assert epochs == [2, 4, 6]
+
+
+def test_lbfgs_full_batch_training_from_a_spec():
+    spec = """
+model lr {
+    input x[2]
+    dense out(3)
+}
+train {
+    optimizer lbfgs(lr=1.0, max_iter=20, line_search=strong_wolfe)
+    regularize l2(1e-3) on "out/kernel"
+    epochs 5
+    batch 600
+    shuffle false
+}
+"""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 2)).astype(np.float32)
+    y = (x @ np.array([[1.0, -1.0, 0.2], [0.5, 1.0, -1.0]], np.float32)).argmax(1)
+    model = dnnspec.compile_text(spec)
+    history = model.fit(x, y)
+    losses = [h["loss"] for h in history]
+    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:]))  # a line search never goes uphill
+    assert history[-1]["accuracy"] > 0.97
+    assert model.trainer.updater.optimizer.state_dict()[0]["n_iter"] > 5
+
+
+def test_lbfgs_resume_through_a_checkpoint(in_tmp):
+    spec = SPEC.replace("sgd(lr=0.1)", "lbfgs(max_iter=5)").replace("epochs 1", "epochs 4")
+    x, y = data(32)
+    whole = dnnspec.compile_text(spec)
+    whole.fit(x, y, batch_size=32)
+    half = dnnspec.compile_text(spec)
+    half.fit(x, y, epochs=2, batch_size=32)
+    half.save("h.h5")
+    again = dnnspec.load_checkpoint("h.h5")
+    again.fit(x, y, epochs=2, batch_size=32)
+    np.testing.assert_array_equal(whole.plan.theta, again.plan.theta)

@@ -46,4 +46,18 @@ def bias_before_batchnorm(program, diags: Diagnostics) -> None:
                           a.span, hint="write use_bias=false on the dense layer")
 
 
-LINTS = (deep_saturating, softmax_before_loss, dropout_last, bias_before_batchnorm)
+def lbfgs_full_batch(program, diags: Diagnostics) -> None:
+    """L-BFGS needs the same function at every evaluation: no noise, no clipping, no per-scope rates."""
+    if program.train.optimizer.name != "lbfgs":
+        return
+    noisy = [op for op in program.ops if op.build().random]
+    if noisy:
+        diags.warning("W105", f"lbfgs re-evaluates the loss during a step, but {noisy[0].kind} makes it random",
+                      noisy[0].span, hint="lbfgs is a full-batch method for deterministic models")
+    t = program.train
+    if t.clip_norm is not None or t.clip_value is not None or t.lr_mult:
+        diags.warning("W105", "lbfgs ignores clip_norm/clip_value and lr_mult (its line search needs the true "
+                      "gradient and one learning rate)", None)
+
+
+LINTS = (deep_saturating, softmax_before_loss, dropout_last, bias_before_batchnorm, lbfgs_full_batch)

@@ -191,15 +191,30 @@ class Trainer:
         return logs
 
     def train_step(self, x: np.ndarray, y: np.ndarray, epoch: int, start_op: int = 0) -> tuple[float, float | None]:
-        plan = self.plan
-        # A diverging run overflows somewhere; the loop reports it as such, not as a NumPy warning.
-        with np.errstate(over="ignore", invalid="ignore"):
+        plan, up = self.plan, self.updater
+        first: list = []
+
+        def loss_and_gradient() -> float:
             z = plan.forward(x, training=True, start=start_op)
             loss = plan.loss.forward(z, y) + plan.penalty()
-            right = plan.loss.correct(z, y)
+            if not first:  # accuracy at the point the step started from
+                first.append(plan.loss.correct(z, y))
             plan.backward(plan.loss.backward())
-            self.updater.step(epoch)
-        return loss, None if right is None else right / answers_per_row(plan, z)
+            if up.closure_based:  # L-BFGS sees the whole objective, penalties included, unclipped
+                up.add_penalty_gradients()
+                loss += up.penalty() if up.regularizers else 0.0
+            return loss
+
+        # A diverging run overflows somewhere; the loop reports it as such, not as a NumPy warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if up.closure_based:
+                loss = up.step_with_closure(epoch, loss_and_gradient)
+                loss -= up.penalty() if up.regularizers else 0.0  # reported like the other optimizers
+            else:
+                loss = loss_and_gradient()
+                up.step(epoch)
+        right = first[0]
+        return loss, None if right is None else right / answers_per_row(plan, z_rows(plan, x, start_op))
 
     def _observe(self, logs: dict) -> None:
         """Schedules that watch a metric, early stopping, best-epoch tracking."""
@@ -240,6 +255,10 @@ class Trainer:
             arrays["best_theta"], arrays["best_fixed"] = self.best_weights
         if self.updater.averaged:
             arrays["average"] = self.updater.average
+        if hasattr(self.updater.optimizer, "state_dict"):  # optimizers with internal state (L-BFGS)
+            scalars, opt_arrays = self.updater.optimizer.state_dict()
+            state["optimizer_state"] = scalars
+            arrays.update({f"optimizer_{k}": v for k, v in opt_arrays.items()})
         return state, arrays
 
     def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray], history: list[dict]) -> None:
@@ -256,6 +275,9 @@ class Trainer:
             if op.rng is not None and _op_key(op) in state.get("rng_ops", {}):
                 set_state(op.rng, state["rng_ops"][_op_key(op)])
         self.updater.averaged = int(state.get("averaged", 0))
+        if "optimizer_state" in state and hasattr(self.updater.optimizer, "load_state_dict"):
+            opt_arrays = {k[len("optimizer_"):]: v for k, v in arrays.items() if k.startswith("optimizer_")}
+            self.updater.optimizer.load_state_dict(state["optimizer_state"], opt_arrays)
         if self.updater.average is not None and "average" in arrays:
             self.updater.average[...] = arrays["average"]
         if "best_theta" in arrays and arrays["best_theta"].shape == self.plan.theta.shape:
@@ -303,6 +325,11 @@ def evaluate(plan: Plan, x: np.ndarray, y: np.ndarray, batch: int = EVAL_BATCH, 
 def answers_per_row(plan: Plan, z: np.ndarray) -> int:
     """Multi-label sigmoid outputs give one right-or-wrong answer per column, others one per row."""
     return z.shape[1] if plan.loss.labels == "binary" else 1
+
+
+def z_rows(plan: Plan, x: np.ndarray, start: int) -> np.ndarray:
+    """A stand-in with the output's shape (answers_per_row needs only its width)."""
+    return np.empty((0, plan.program.output_width))
 
 
 def as_float(x: np.ndarray, dtype) -> np.ndarray:

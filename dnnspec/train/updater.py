@@ -28,6 +28,7 @@ class Updater:
         self.average = np.zeros(n, plan.dtype) if cfg.average else None
         self.averaged = 0  # updates folded into the average
         self._scratch = np.empty(n, plan.dtype) if cfg.average else None
+        self.closure_based = getattr(self.optimizer, "closure_based", False)
         self.t = 0  # updates done
 
     def _segments(self) -> list[tuple[int, int, float]]:
@@ -66,25 +67,45 @@ class Updater:
         v = self.plan.variables
         return float(sum(reg.penalty(v[n]) for reg, names in self.regularizers for n in names))
 
-    def step(self, epoch: int) -> None:
-        plan = self.plan
+    def add_penalty_gradients(self) -> None:
         for reg, names in self.regularizers:
             for n in names:
-                reg.grad(plan.variables[n], plan.grads[n])
+                reg.grad(self.plan.variables[n], self.plan.grads[n])
+
+    def finish_gradient(self) -> None:
+        """Weight penalties and clipping, applied to the raw gradient in place."""
+        plan = self.plan
+        self.add_penalty_gradients()
         if self.cfg.clip_value is not None:
             np.clip(plan.grad, -self.cfg.clip_value, self.cfg.clip_value, out=plan.grad)
         if self.cfg.clip_norm is not None:
             norm = math.sqrt(float(np.dot(plan.grad, plan.grad)))
             if norm > self.cfg.clip_norm:
                 plan.grad *= self.cfg.clip_norm / norm
+
+    def step(self, epoch: int) -> None:
+        """One update from the gradient in plan.grad."""
+        plan = self.plan
+        self.finish_gradient()
         lr = self.lr(epoch)
         self.t += 1
         for a, b, mult in self.segments:
             state = {k: v[a:b] for k, v in self.state.items()} if (a, b) != (0, plan.theta.size) else self.state
             self.optimizer.update(plan.theta[a:b], plan.grad[a:b], state, lr * mult, self.t)
+        self._after_update(epoch)
+
+    def step_with_closure(self, epoch: int, closure) -> float:
+        """One update of an optimizer that re-evaluates the loss (L-BFGS); returns the first loss."""
+        lr = self.lr(epoch)
+        self.t += 1
+        loss = self.optimizer.step(self.plan.theta, self.plan.grad, closure, lr)
+        self._after_update(epoch)
+        return loss
+
+    def _after_update(self, epoch: int) -> None:
         for con, names in self.constraints:
             for n in names:
-                con.apply(plan.variables[n])
+                con.apply(self.plan.variables[n])
         if self.average is not None and epoch >= self.cfg.average_start:
             self._fold_average()
 
