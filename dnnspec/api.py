@@ -63,24 +63,23 @@ class Model:
         return self.trainer.state.history
 
     def collection(self, name: str) -> list[tuple[str, Any]]:
-        """The members of a named collection in order, as (name, array or None for outputs)."""
+        """The members of a named collection in order, as (name, array), the arrays being the
+        model's variables (views). A layer or scope gives all its variables; an output name
+        (x, logits, loss, accuracy) gives None. Built in: trainable_variables,
+        non_trainable_variables, moving_statistics, regularization_targets."""
+        infos = self.plan.infos
+        regularized = [p for _, p in self.program.train.regularize]
         builtin = {
-            "trainable_variables": [n for n, i in self.plan.infos.items() if i.trainable],
-            "non_trainable_variables": [n for n, i in self.plan.infos.items() if not i.trainable],
-            "moving_statistics": [n for n, i in self.plan.infos.items() if i.role.startswith("moving")],
+            "trainable_variables": [n for n, i in infos.items() if i.trainable],
+            "non_trainable_variables": [n for n, i in infos.items() if not i.trainable],
+            "moving_statistics": [n for n, i in infos.items() if i.role.startswith("moving")],
+            "regularization_targets": [n for n in infos if any(p.match(n) for p in regularized)],
         }
         names = self.program.collections.get(name, builtin.get(name))
         if names is None:
             known = sorted({*self.program.collections, *builtin})
             raise KeyError(f"no collection '{name}'; known: {', '.join(known)}")
-        out = []
-        for n in names:
-            if n in self.variables:
-                out.append((n, self.variables[n]))
-            else:  # a layer: all its variables; an output name: no stored array
-                members = [(v, a) for v, a in self.variables.items() if v.startswith(n + "/")]
-                out.extend(members or [(n, None)])
-        return out
+        return hdf5.collection_members(names, self.variables)
 
     # ------------------------------------------------------------ data
     def load_data(self) -> Splits:

@@ -105,3 +105,20 @@ def test_restore_refuses_mismatched_shapes(trained, in_tmp, tiny_spec):
     other = dnnspec.compile_text(tiny_spec.replace("hidden1(16", "hidden1(8").replace("bn(momentum", "bn(momentum"))
     with pytest.raises(CheckpointError, match=r"dnn/hidden1/kernel: checkpoint shape \(2, 16\) != model shape \(2, 8\)"):
         other.restore(hdf5.load(path))
+
+
+def test_collections_from_the_checkpoint_alone(trained, in_tmp):
+    path = trained.save(in_tmp / "m.h5")
+    ckpt = hdf5.load(path)
+    names = [n for n, _ in ckpt.collection("important")]
+    assert names == ["x", "dnn/outputs/kernel", "dnn/outputs/bias", "dnn/hidden1/kernel", "accuracy"]
+    np.testing.assert_array_equal(dict(ckpt.collection("important"))["dnn/hidden1/kernel"],
+                                  trained.variables["dnn/hidden1/kernel"])
+    assert [n for n, _ in ckpt.collection("moving_statistics")] == ["dnn/bn/moving_mean", "dnn/bn/moving_variance"]
+    with pytest.raises(KeyError, match="known: important"):
+        ckpt.collection("nope")
+
+
+def test_regularization_targets_collection(tiny_spec):
+    model = dnnspec.compile_text(tiny_spec.replace("epochs 3", 'epochs 3\n    regularize l2(0.01) on "dnn/.*/kernel"'))
+    assert [n for n, _ in model.collection("regularization_targets")] == ["dnn/hidden1/kernel", "dnn/outputs/kernel"]
