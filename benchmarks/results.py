@@ -1,6 +1,6 @@
 """Run the experiment specs of docs/results.md and rewrite its tables from the measurements.
 
-    python benchmarks/results.py                      # every experiment (about an hour on 2 cores)
+    python benchmarks/results.py                      # every experiment (15-20 minutes on 2 cores)
     python benchmarks/results.py --only mnist_nag_bn  # one spec (repeatable); other rows are kept
     python benchmarks/results.py --render             # rewrite the tables from the stored data only
 
@@ -11,7 +11,7 @@ docs/results.md itself (an HTML comment), so `--only` can refresh one row and ke
 only the regions between `<!-- BEGIN x -->` and `<!-- END x -->` markers are rewritten, the prose
 around them is left alone.
 
-For the vanishing-gradient pair the script also measures, outside dnnspec, the gradient norm of
+For the vanishing-gradient group the script also measures, outside dnnspec, the gradient norm of
 each layer's kernel: an independent float64 NumPy forward/backward pass over 2000 training
 examples, with the weights dnnspec initialised (seed 42) and with those of the final checkpoint.
 """
@@ -57,8 +57,8 @@ GROUPS: dict[str, list[Row]] = {
         Row("mnist_wide_dropout", "the same + dropout 0.3"),
     ],
     "vanishing": [
-        Row("mnist_sigmoid9", "9x100 sigmoid, N(0, 1) init, SGD 0.01"),
-        Row("mnist_sigmoid9_glorot", "9x100 sigmoid, Glorot init, SGD 0.01"),
+        Row("mnist_sigmoid9", "9x100 sigmoid, Glorot init, SGD 0.01"),
+        Row("mnist_sigmoid9_normal", "9x100 sigmoid, N(0, 1) init, SGD 0.01"),
         Row("mnist_sigmoid9_glorot4", "9x100 sigmoid, 4x Glorot init, SGD 0.01"),
         Row("mnist_relu9", "9x100 ReLU, He init, SGD 0.01"),
     ],
@@ -69,7 +69,7 @@ GROUPS: dict[str, list[Row]] = {
         Row("fashion_early_stopping", "+ early stopping (val_loss, patience 5, restore best)"),
     ],
 }
-GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_sigmoid9_glorot": "sigmoid",
+GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_sigmoid9_normal": "sigmoid",
                   "mnist_sigmoid9_glorot4": "sigmoid", "mnist_relu9": "relu"}  # spec -> hidden activation
 ALL = {row.spec: row for rows in GROUPS.values() for row in rows}
 
@@ -191,7 +191,8 @@ def load_data() -> dict:
 
 
 def render(data: dict) -> None:
-    """Rewrite every marked region of docs/results.md from `data`."""
+    """Rewrite every marked region of docs/results.md from `data` (rows of removed specs are dropped)."""
+    data = {k: v for k, v in data.items() if k in ALL}
     text = DOC.read_text()
     regions = {group: _table(rows, data) for group, rows in GROUPS.items()}
     regions["vanishing-detail"] = _vanishing_detail(data)
@@ -201,9 +202,21 @@ def render(data: dict) -> None:
         if not pattern.search(text):
             raise SystemExit(f"{DOC}: no <!-- BEGIN {key} --> ... <!-- END {key} --> region")
         text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
-    blob = "<!-- results-data\n" + json.dumps(data, indent=1, sort_keys=True) + "\n-->"
+    lines = [f"{json.dumps(k)}: {json.dumps(_rounded(v), sort_keys=True)}" for k, v in sorted(data.items())]
+    blob = "<!-- results-data\n{\n" + ",\n".join(lines) + "\n}\n-->"  # one spec per line
     text = DATA_RE.sub(lambda m: blob, text) if DATA_RE.search(text) else text.rstrip("\n") + "\n\n" + blob + "\n"
     DOC.write_text(text)
+
+
+def _rounded(obj):
+    """Floats to 6 significant digits: the stored data stays small and diffs stay readable."""
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return obj
 
 
 def _table(rows: list[Row], data: dict) -> str:
@@ -254,8 +267,10 @@ def _vanishing_detail(data: dict) -> str:
         lines.append(f"| `{s}` | " + " | ".join(f"{e['loss']:.3f}" for e in data[s]["epochs"]) + " |")
     lines.append("")
     lines.append("Gradient norm ‖∂loss/∂W‖ of each layer's kernel, layer 1 (input side) to 10 (outputs), "
-                 "on 2000 training examples, computed outside dnnspec (float64 NumPy backprop; "
-                 "its loss agrees with `model.evaluate` on the same weights to the digits shown):\n")
+                 "on the first 2000 training examples, at initialisation (seed 42) and for the final weights "
+                 "(`checkpoints/NAME.last.h5`). Computed outside dnnspec by a float64 NumPy backprop in "
+                 "`benchmarks/results.py`; its loss is shown next to dnnspec's `model.evaluate` of the "
+                 "same weights as a cross-check:\n")
     grads = [(s, w) for s in specs for w in ("init", "trained") if "gradients" in data[s]]
     if not grads:
         return "\n".join(lines) + "\n"

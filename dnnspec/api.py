@@ -289,21 +289,22 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
 
     history = model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
                         on_epoch_end=on_epoch_end, on_step=on_step)
-    if cfg.average and latest is not None and history:
-        model.save(latest)  # now holding the averaged weights the run ends with
+    es = cfg.early_stopping
+    if latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
+        model.save(latest)  # now holding the restored (or averaged) weights the run ends with
     if model.trainer.cache_report:
         log(model.trainer.cache_report)
     if best_path is not None and best_path.is_file():
-        best = hdf5.load(best_path)  # report the weights the best checkpoint holds
+        best = hdf5.load(best_path)  # the run's result is the best checkpoint's weights
         for n, arr in model.variables.items():
             arr[...] = best.variables[n].value
     last = history[-1] if history else {}
     result = {
         "epochs_run": len(history),
-        "train_loss": last.get("loss"),
+        "train_loss": last.get("loss"),  # running averages over the last epoch, as Keras reports them
         "train_accuracy": last.get("accuracy"),
-        "val_loss": last.get("val_loss"),
-        "val_accuracy": last.get("val_accuracy"),
+        "val_loss": None,  # val and test: the final weights (the best checkpoint's, if best= is set)
+        "val_accuracy": None,
         "test_loss": None,
         "test_accuracy": None,
         "stopped_early": model.trainer.state.stopped_early,
@@ -312,9 +313,11 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
         "frozen_cache": model.trainer.cache_report,
         "snapshots": [str(p) for p in snapshots],
     }
-    if splits.test is not None:
-        metrics = model.evaluate(*splits.test)
-        result["test_loss"] = metrics["loss"]
-        result["test_accuracy"] = metrics.get("accuracy")
+    for split in ("val", "test"):
+        data = getattr(splits, split)
+        if data is not None:
+            metrics = model.evaluate(*data)
+            result[f"{split}_loss"] = metrics["loss"]
+            result[f"{split}_accuracy"] = metrics.get("accuracy")
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result

@@ -88,3 +88,20 @@ def test_frozen_layers_do_not_change(tiny_spec, in_tmp):
     for n in ("dnn/hidden1/kernel", "dnn/bn/gamma", "dnn/bn/moving_mean", "dnn/bn/moving_variance"):
         np.testing.assert_array_equal(model.variables[n], before[n])
     assert not np.array_equal(model.variables["dnn/outputs/kernel"], before["dnn/outputs/kernel"])
+
+
+def test_run_reports_the_weights_it_saves(tiny_spec, in_tmp):
+    """Early stopping restores the best epoch: the saved checkpoint holds those weights, and the
+    reported val/test metrics are those of the saved weights."""
+    from dnnspec import api
+
+    spec = tiny_spec.replace("epochs 3", "epochs 40\n    validation 0.3\n    checkpoint \"ck/m.h5\"\n"
+                             "    early_stopping monitor=val_loss patience=2 restore_best=true")
+    spec = spec.replace("adam(lr=0.01)", "sgd(lr=0.5)")
+    result = api.run(dnnspec.compile_text(spec), log=lambda m: None)
+    assert result["stopped_early"]
+    saved = dnnspec.load_checkpoint("ck/m.h5")
+    splits = saved.load_data()
+    assert saved.evaluate(*splits.test)["accuracy"] == result["test_accuracy"]
+    assert saved.evaluate(*splits.val)["loss"] == pytest.approx(result["val_loss"])
+    assert result["val_loss"] == pytest.approx(min(h["val_loss"] for h in saved.history), rel=1e-6)
