@@ -30,9 +30,15 @@ def main(debug: bool) -> None:
 @click.option("--reuse", "reuses", multiple=True, metavar="CKPT[:PATTERN]",
               help="Load the variables matching PATTERN from another checkpoint before training (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Do not cache the output of frozen layers.")
+@click.option("--threads", type=click.IntRange(1), help="BLAS threads (default: the BLAS's own choice, all cores). "
+              "On a machine busy with other work, 1 is often much faster.")
 @handle_errors
-def run(spec, overrides, as_json, quiet, resume, reuses, no_cache):
+def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
     """Train SPEC as it says; write its checkpoint and metrics log."""
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads, user_api="blas")
     from .. import api
     from ..train.loop import Silent
     from ..train.progress import Printer
