@@ -215,10 +215,10 @@ class Adam(Optimizer):
             s += self.epsilon
             step = lr * math.sqrt(bc2) / bc1
         else:
-            # Algorithm 1: eps added after bias-correcting sqrt(v)
-            s *= 1.0 / math.sqrt(bc2)
-            s += self.epsilon
-            step = lr / bc1
+            # Algorithm 1, eps added after bias-correcting sqrt(v): sqrt(v)/sqrt(bc2) + eps equals
+            # (sqrt(v) + eps·sqrt(bc2))/sqrt(bc2), which saves one pass over every parameter
+            s += self.epsilon * math.sqrt(bc2)
+            step = lr * math.sqrt(bc2) / bc1
         np.divide(m, s, out=s)
         s *= step
         p -= s
