@@ -141,7 +141,12 @@ def _check_bounds(t: Float | Int, v: float) -> None:
     ):
         bound = getattr(t, attr)
         if bound is not None and not ok(bound):
-            raise ValueError(f"must be {word} {bound:g}, got {v:g}")
+            raise ValueError(f"must be {word} {_num(bound)}, got {_num(v)}")
+
+
+def _num(v: float) -> str:
+    """A number as a user wrote it: 1000000000 stays an integer, 0.5 stays 0.5."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
 
 
 def _bounds_text(t: Float | Int) -> str:

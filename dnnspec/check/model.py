@@ -3,6 +3,7 @@ inferred widths and declared variables (no arrays are allocated: only shapes).""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +40,9 @@ class OpSpec:
         return [f"{self.name}/{local}" for local in self.variables]
 
 
+MAX_REPEAT = 100_000  # a hostile or mistyped `repeat 10**9` is an error, not a hang
+MAX_PARAMETERS = 2**31  # 8 GiB of float32 weights: more is a mistake on the machines this targets
+
 INIT_FAMILIES = {"glorot": "glorot_uniform", "he": "he_normal", "lecun": "lecun_normal"}
 
 
@@ -51,6 +55,7 @@ class Expander:
         self.input: tuple[str, int, Span | None] | None = None
         self.width: int | None = None
         self.used: dict[str, dict[str, Span | None]] = {}  # prefix -> names taken there
+        self.parameters = 0
 
     # ------------------------------------------------------------ naming
     def _claim(self, prefix: str, name: str, span: Span | None) -> bool:
@@ -90,8 +95,8 @@ class Expander:
                     self._claim(prefix, name, item.span)
                     self.body(item.body, f"{prefix}{name}/", env, "", stack)
                 elif isinstance(item, ast.Repeat):
-                    count = convert(Int(ge=1), evaluate(item.count, env, self.diags), blame(item.count, env),
-                                    self.diags, "repeat count")
+                    count = convert(Int(ge=1, le=MAX_REPEAT), evaluate(item.count, env, self.diags),
+                                    blame(item.count, env), self.diags, "repeat count")
                     for i in range(1, count + 1):
                         self.body(item.body, prefix, env, f"{suffix}{i}", stack)
                 elif isinstance(item, ast.Layer):
@@ -155,6 +160,13 @@ class Expander:
         n_out = op.out_width(n_in)
         if n_out < 1:
             self.diags.error("E043", f"{component.name} gives no outputs for input width {n_in}", span)
+            raise Invalid
+        size = sum(math.prod(v.shape) for v in op.variables(n_in).values())
+        self.parameters += size
+        if self.parameters > MAX_PARAMETERS:
+            self.diags.error("E049", f"the model reaches {self.parameters:,} parameters here "
+                             f"({self.parameters * 4 / 2**30:.0f} GiB of float32), more than {MAX_PARAMETERS:,}", span)
+            self.width = None
             raise Invalid
         self.ops.append(OpSpec(name, name, component, n_in, n_out, op.variables(n_in), span))
         self.width = n_out
