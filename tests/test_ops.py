@@ -98,6 +98,20 @@ def test_aliases():
 
 
 # ---------------------------------------------------------------- gradient checks
+def assert_op_gradients(op, values, grads, x, w, training):
+    """dx and every variable gradient of L = sum(w * y) against central differences."""
+
+    def loss():
+        return float(np.sum(op.forward(x, training) * w)) + op.penalty()
+
+    loss()
+    dx = op.backward(w.copy()).copy()
+    analytic = {k: g.copy() for k, g in grads.items()}
+    assert_grad_close(dx, numeric_grad(loss, x), what="dx")
+    for name in grads:
+        assert_grad_close(analytic[name], numeric_grad(loss, values[name]), what=name)
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "infer"])
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_gradients(entry, training):
@@ -131,31 +145,14 @@ def test_batchnorm_variants_gradients(center, scale):
     assert ("gamma" in values) == scale and ("beta" in values) == center
     x, w = inputs(), np.random.default_rng(2).normal(size=(BATCH, N_IN))
     for training in (True, False):
-        def loss():
-            return float(np.sum(op.forward(x, training) * w))
-
-        loss()
-        dx = op.backward(w.copy()).copy()
-        analytic = {k: g.copy() for k, g in grads.items()}
-        assert_grad_close(dx, numeric_grad(loss, x), what="dx")
-        for name in grads:
-            assert_grad_close(analytic[name], numeric_grad(loss, values[name]), what=name)
+        assert_op_gradients(op, values, grads, x, w, training)
 
 
 def test_maxout_gradients_with_k3():
     op = build("maxout", units=2, k=3)
     values, grads = setup(op)
     x, w = inputs(), np.random.default_rng(2).normal(size=(BATCH, 2))
-
-    def loss():
-        return float(np.sum(op.forward(x, True) * w))
-
-    loss()
-    dx = op.backward(w.copy()).copy()
-    analytic = {k: g.copy() for k, g in grads.items()}
-    assert_grad_close(dx, numeric_grad(loss, x), what="dx")
-    for name in grads:
-        assert_grad_close(analytic[name], numeric_grad(loss, values[name]), what=name)
+    assert_op_gradients(op, values, grads, x, w, True)
 
 
 # ---------------------------------------------------------------- dtype, batch, in place
