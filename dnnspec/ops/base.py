@@ -58,6 +58,11 @@ class Op:
         n_out = self.out_width(n_in)
         self._y = np.empty((batch, n_out), dtype)
         self._dx = np.empty((batch, n_in), dtype)
+        self._ones = np.ones(batch, dtype)
+
+    def colsum(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Sum over the batch (rows) as ones @ a: a BLAS call, about twice as fast as a.sum(0)."""
+        return np.matmul(self._ones[: len(a)], a, out=out)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError

@@ -69,7 +69,7 @@ class Dense(Op):
         if self.needs_grads:  # a frozen layer above a trainable one only passes dx through
             np.matmul(self.x.T, dz, out=self.grads["kernel"])
             if self.use_bias:
-                dz.sum(axis=0, out=self.grads["bias"])
+                self.colsum(dz, self.grads["bias"])
         return np.matmul(dz, kernel.T, out=self._dx[: len(dz)]) if need_dx else None
 
     def describe(self):
@@ -201,10 +201,12 @@ class BatchNorm(Op):
         self.training = training
         if training:
             mu, var = self._mu, self._var
-            np.mean(x, axis=0, out=mu)
+            self.colsum(x, mu)
+            mu *= 1.0 / n
             np.subtract(x, mu, out=xhat)
             np.multiply(xhat, xhat, out=y)
-            np.mean(y, axis=0, out=var)  # biased: divides by n
+            self.colsum(y, var)
+            var *= 1.0 / n  # biased: divides by n
             if self.update_stats:
                 self._update(v["moving_mean"], mu)
                 self._update(v["moving_variance"], var)
@@ -234,8 +236,8 @@ class BatchNorm(Op):
         dg = self.grads["gamma"] if self.scale else self._dg
         db = self.grads["beta"] if self.center else self._db
         np.multiply(dy, xhat, out=dx)
-        dx.sum(axis=0, out=dg)
-        dy.sum(axis=0, out=db)
+        self.colsum(dx, dg)
+        self.colsum(dy, db)
         if not need_dx:
             return None
         if self.training:  # dx = gamma/sqrt(var+eps) * (dy - mean(dy) - xhat*mean(dy*xhat))
