@@ -167,3 +167,22 @@ def _machine_and_children_cpu() -> tuple[float, float, float] | None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     idle = ticks[3] + ticks[4]  # idle + iowait
     return (sum(ticks) - idle) / hz, sum(ticks) / hz, children.ru_utime + children.ru_stime
+
+
+def workload_args(description: str, variants, argv=None, extra=None):
+    """The command line every reference shares: variant, batch, epochs, samples, profile, quick."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--variant", choices=variants, default="base")
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=60000)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="2 epochs on 10000 samples")
+    if extra is not None:
+        extra(ap)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.epochs, a.samples = 2, 10000
+    return a

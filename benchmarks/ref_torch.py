@@ -145,22 +145,15 @@ def run(variant: str = "base", batch: int = 100, epochs: int = 3, n_samples: int
 
 
 def main(argv=None):
-    import argparse, json
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", choices=VARIANTS, default="base")
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=60000)
-    ap.add_argument("--adam", choices=ADAMS, default="fused")
-    ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="2 epochs on 10000 samples")
-    a = ap.parse_args(argv)
+    import json
+
+    from .common import workload_args
+
+    a = workload_args(__doc__.splitlines()[0], VARIANTS, argv,
+                      extra=lambda ap: ap.add_argument("--adam", choices=ADAMS, default="fused"))
     if not available():
         raise SystemExit("torch is not installed (pip install torch==2.13.0)")
-    if a.quick:
-        a.epochs, a.samples = 2, 10000
-    print(json.dumps(run(a.variant, a.batch, a.epochs, a.samples, profile=a.profile, adam=a.adam),
-                     indent=1))
+    print(json.dumps(run(a.variant, a.batch, a.epochs, a.samples, profile=a.profile, adam=a.adam), indent=1))
 
 
 if __name__ == "__main__":
