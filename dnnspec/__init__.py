@@ -4,7 +4,7 @@ Public API (stable): `compile_file`, `compile_text`, `load_checkpoint`, `Model`,
 Imports are lazy so that `dnnspec --help` starts fast.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["compile_file", "compile_text", "load_checkpoint", "Model", "SpecError", "UserError", "__version__"]
 

@@ -10,31 +10,34 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .check import Program, check_file, check_text, data_shape_errors
+from . import runstate
+from .check import check_file, check_text, data_shape_errors
 from .ckpt import hdf5
 from .datasets import Splits
 from .errors import CheckpointError, DataError, SpecError
 from .plan import Plan
+from .program import Program, builtin_collections, collection
 from .train.loop import Trainer, evaluate, predict_logits
 
 
 class Model:
     """A compiled spec: variables, training, inference, checkpoints."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, apply_reuse: bool = True):
+        """`apply_reuse=False` skips the spec's `reuse` lines: a model about to be filled from its
+        own checkpoint must not read (or need) the files its weights once came from."""
         self.program = program
         self.plan = Plan(program)
         self.plan.initialize()
         self.plan.seed_ops()
         self.trainer = Trainer(self.plan)
-        self.reuse_reports = [self.reuse(r.path, r.scope, r.rename_from, r.rename_to) for r in program.reuse]
+        self.reuse_reports = [self.reuse(r.path, r.scope, r.rename_from, r.rename_to)
+                              for r in program.reuse] if apply_reuse else []
 
     def reuse(self, path, scope: str = "", rename_from: str = "", rename_to: str = "", mapping=None):
         """Load the matching variables of another checkpoint into this model (before training).
@@ -62,24 +65,19 @@ class Model:
     def history(self) -> list[dict]:
         return self.trainer.state.history
 
+    @property
+    def step(self) -> int:
+        """Updates done so far."""
+        return self.trainer.updater.t
+
     def collection(self, name: str) -> list[tuple[str, Any]]:
         """The members of a named collection in order, as (name, array), the arrays being the
         model's variables (views). A layer or scope gives all its variables; an output name
         (x, logits, loss, accuracy) gives None. Built in: trainable_variables,
         non_trainable_variables, moving_statistics, regularization_targets."""
-        infos = self.plan.infos
-        regularized = [p for _, p in self.program.train.regularize]
-        builtin = {
-            "trainable_variables": [n for n, i in infos.items() if i.trainable],
-            "non_trainable_variables": [n for n, i in infos.items() if not i.trainable],
-            "moving_statistics": [n for n, i in infos.items() if i.role.startswith("moving")],
-            "regularization_targets": [n for n in infos if any(p.match(n) for p in regularized)],
-        }
-        names = self.program.collections.get(name, builtin.get(name))
-        if names is None:
-            known = sorted({*self.program.collections, *builtin})
-            raise KeyError(f"no collection '{name}'; known: {', '.join(known)}")
-        return hdf5.collection_members(names, self.variables)
+        records = [(n, i.trainable, i.role) for n, i in self.plan.infos.items()]
+        builtin = builtin_collections(records, [p for _, p in self.program.train.regularize])
+        return collection(name, self.program.collections, builtin, self.variables)
 
     # ------------------------------------------------------------ data
     def load_data(self) -> Splits:
@@ -140,49 +138,15 @@ class Model:
 
     # ------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> hdf5.Checkpoint:
-        plan, tr = self.plan, self.trainer
-        membership: dict[str, list[str]] = {}
-        for cname, names in self.program.collections.items():
-            for n in names:
-                for v in plan.variables:
-                    if v == n or v.startswith(n + "/"):
-                        membership.setdefault(v, []).append(cname)
-        variables = {n: hdf5.VarRecord(plan.variables[n].copy(), i.trainable, i.role, i.init,
-                                       tuple(membership.get(n, ()))) for n, i in plan.infos.items()}
-        up = tr.updater
-        optimizer = {"name": self.program.train.optimizer.name, "hyperparameters": up.optimizer.hyperparameters(),
-                     "step": up.t, "slots": {s: {n: a.copy() for n, a in views.items()}
-                                             for s, views in up.slot_views().items()}}
-        state, arrays = tr.state_dict()
-        history = [{k: v for k, v in row.items() if k != "best"} for row in tr.state.history]
-        return hdf5.Checkpoint(self.program.canonical, variables, optimizer, state, history,
-                               dict(self.program.collections), state_arrays=arrays)
+        return runstate.capture(self.program, self.trainer)
 
     def save(self, path) -> Path:
-        """Write an HDF5 checkpoint (atomically)."""
-        return hdf5.save(path, self.to_checkpoint())
+        """Write an HDF5 checkpoint (atomically) holding the whole state of the run."""
+        return runstate.save(path, self.program, self.trainer)
 
     def restore(self, ckpt: hdf5.Checkpoint, strict: bool = True) -> None:
         """Load weights, optimizer slots and training state from a checkpoint of this spec."""
-        plan = self.plan
-        missing = [n for n in plan.variables if n not in ckpt.variables]
-        if strict and missing:
-            raise CheckpointError(f"the checkpoint lacks variables of this model: {', '.join(missing[:8])}")
-        for n, arr in plan.variables.items():
-            if n in ckpt.variables:
-                src = ckpt.variables[n].value
-                if src.shape != arr.shape:
-                    raise CheckpointError(f"variable {n}: checkpoint shape {src.shape} != model shape {arr.shape}")
-                arr[...] = src
-        up = self.trainer.updater
-        if ckpt.optimizer is not None and ckpt.optimizer["name"] == self.program.train.optimizer.name:
-            views = up.slot_views()
-            for slot, arrays in ckpt.optimizer["slots"].items():
-                for n, a in arrays.items():
-                    if slot in views and n in views[slot]:
-                        views[slot][n][...] = a
-            up.t = int(ckpt.optimizer["step"])
-        self.trainer.load_state_dict(ckpt.state, ckpt.state_arrays, ckpt.history)
+        runstate.restore(ckpt, self.program, self.trainer, strict)
 
     # ------------------------------------------------------------ reporting
     def summary(self) -> str:
@@ -209,115 +173,17 @@ def compile_text(src: str, overrides: Sequence[str] | None = None, file: str = "
     return Model(check_text(src, file, overrides or ()))
 
 
-def compile_file(path, overrides: Sequence[str] | None = None) -> Model:
+def compile_file(path, overrides: Sequence[str] | None = None, apply_reuse: bool = True) -> Model:
     """Parse, check and compile a .dnn file into a Model."""
-    return Model(check_file(path, overrides or ()))
+    return Model(check_file(path, overrides or ()), apply_reuse)
 
 
 def load_checkpoint(path) -> Model:
     """Rebuild the model a checkpoint was trained from (its stored spec) with its weights and state."""
     ckpt = hdf5.load(path)
     try:
-        model = Model(check_text(ckpt.spec, f"{path}:/spec"))
+        model = Model(check_text(ckpt.spec, f"{path}:/spec"), apply_reuse=False)
     except SpecError as e:
         raise CheckpointError(f"{path}: the spec stored in the checkpoint does not check:\n{e}") from None
     model.restore(ckpt)
     return model
-
-
-# ---------------------------------------------------------------- the `run` job
-def jsonl_path(program: Program) -> Path | None:
-    cfg = program.train
-    if cfg.log:
-        return Path(cfg.log)
-    if cfg.checkpoint:
-        return Path(cfg.checkpoint).with_suffix(".jsonl")
-    return None
-
-
-def last_path(program: Program) -> Path | None:
-    """Where the latest state goes: the checkpoint itself, or <name>.last.h5 when it keeps the best."""
-    cfg = program.train
-    if not cfg.checkpoint:
-        return None
-    path = Path(cfg.checkpoint)
-    return path if cfg.best is None else path.with_name(path.stem + ".last" + path.suffix)
-
-
-def snapshot_path(program: Program, i: int) -> Path:
-    path = Path(program.train.checkpoint)
-    return path.with_name(f"{path.stem}.snapshot{i}{path.suffix}")
-
-
-def run(model: Model, reporter=None, log=print, resume=None) -> dict:
-    """Train as the spec says, writing checkpoints and the metrics log; returns the final summary.
-
-    `resume` is a checkpoint of this spec to continue from (weights, optimizer slots, schedule,
-    early-stopping counters, RNG streams, position inside the epoch, history).
-    """
-    start = time.perf_counter()
-    cfg = model.program.train
-    if resume is not None:
-        ckpt = hdf5.load(resume)
-        if ckpt.state.get("derived"):
-            raise CheckpointError(f"{resume}: a file made by `ckpt rename/extract/merge` holds no training run to "
-                                  "resume; use it with `reuse` instead")
-        model.restore(ckpt)
-    splits = model.load_data()
-    log_path = jsonl_path(model.program)
-    run_id = time.strftime("%Y%m%dT%H%M%S")
-    best_path = Path(cfg.checkpoint) if cfg.checkpoint and cfg.best is not None else None
-    latest = last_path(model.program)
-    snapshots: list[Path] = []
-
-    def on_epoch_end(trainer, logs):
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps({"run": run_id, **{k: v for k, v in logs.items() if k != "best"}}) + "\n")
-        if best_path is not None and logs.get("best"):
-            model.save(best_path)
-        if latest is not None:
-            model.save(latest)
-        last_epoch = trainer.state.epoch >= cfg.epochs or trainer.state.stopped_early
-        if cfg.snapshots and (trainer.updater.restarts_next(trainer.state.epoch - 1) or last_epoch):
-            snapshots.append(model.save(snapshot_path(model.program, len(snapshots) + 1)))
-
-    def on_step(trainer):
-        if cfg.every_steps and latest is not None and trainer.updater.t % cfg.every_steps == 0:
-            model.save(latest)
-
-    history = model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
-                        on_epoch_end=on_epoch_end, on_step=on_step)
-    es = cfg.early_stopping
-    if latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
-        model.save(latest)  # now holding the restored (or averaged) weights the run ends with
-    if model.trainer.cache_report:
-        log(model.trainer.cache_report)
-    if best_path is not None and best_path.is_file():
-        best = hdf5.load(best_path)  # the run's result is the best checkpoint's weights
-        for n, arr in model.variables.items():
-            arr[...] = best.variables[n].value
-    last = history[-1] if history else {}
-    result = {
-        "epochs_run": len(history),
-        "train_loss": last.get("loss"),  # running averages over the last epoch, as Keras reports them
-        "train_accuracy": last.get("accuracy"),
-        "val_loss": None,  # val and test: the final weights (the best checkpoint's, if best= is set)
-        "val_accuracy": None,
-        "test_loss": None,
-        "test_accuracy": None,
-        "stopped_early": model.trainer.state.stopped_early,
-        "checkpoint": str(best_path or latest) if (best_path or latest) is not None else None,
-        "log": str(log_path) if log_path is not None else None,
-        "frozen_cache": model.trainer.cache_report,
-        "snapshots": [str(p) for p in snapshots],
-    }
-    for split in ("val", "test"):
-        data = getattr(splits, split)
-        if data is not None:
-            metrics = model.evaluate(*data)
-            result[f"{split}_loss"] = metrics["loss"]
-            result[f"{split}_accuracy"] = metrics.get("accuracy")
-    result["seconds"] = round(time.perf_counter() - start, 3)
-    return result

@@ -12,6 +12,7 @@ CATALOGUE_MODULES = (
     "dnnspec.ops.layers",
     "dnnspec.init",
     "dnnspec.optim",
+    "dnnspec.lbfgs",
     "dnnspec.schedules",
     "dnnspec.losses",
     "dnnspec.regularizers",

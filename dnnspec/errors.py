@@ -1,7 +1,9 @@
 """Errors a user can cause, and how they are shown.
 
 `SpecError` carries `Diagnostic`s (code, severity, message, span, hint), rendered like a
-compiler's: ``file:line:col: error: message`` then the source line and a caret. Everything
+compiler's: ``file:line:col: error: message`` then the source line and a caret, or
+``file: error: message`` for a diagnostic about the whole file (no span). Every diagnostic starts
+with its file, so editors and CI logs can jump to it. Everything
 else a user can get wrong at run time (a missing data file, a damaged checkpoint) raises a
 `UserError` subclass with a plain message. The CLI turns these into exit codes; only a
 genuine bug reaches the user as a traceback, and only with ``--debug``.
@@ -47,20 +49,37 @@ class CheckpointError(UserError):
 
 
 class SpecError(UserError):
-    """One or more errors in a spec: exit code 2."""
+    """One or more errors in a spec: exit code 2.
+
+    `sources` maps file names to their text, for the source lines under the messages; `file` is
+    the spec the diagnostics are about, named by those without a span (default: the first file
+    in `sources`, which is the spec itself: overrides come after it).
+    """
 
     exit_code = 2
 
-    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None,
+                 file: str | None = None):
         self.diagnostics = list(diagnostics)
         self.sources = sources or {}
-        super().__init__(render_all(self.diagnostics, self.sources))
+        self.file = file if file is not None else main_file(self.sources)
+        super().__init__(render_all(self.diagnostics, self.sources, self.file))
 
 
-def render(d: Diagnostic, sources: dict[str, str]) -> str:
-    """``file:line:col: error: message`` + source line + caret (+ hint)."""
+def main_file(sources: dict[str, str]) -> str | None:
+    """The spec a set of sources belongs to: the first one (the checker adds the spec first)."""
+    return next(iter(sources), None)
+
+
+def render(d: Diagnostic, sources: dict[str, str], file: str | None = None) -> str:
+    """``file:line:col: error: message [CODE]`` + source line + caret (+ hint).
+
+    A diagnostic without a span is about the whole file: ``file: error: message [CODE]``, where
+    the file is `file`, else the spec of `sources` (see `main_file`).
+    """
     if d.span is None:
-        head = f"{d.severity}: {d.message}"
+        where = file if file is not None else main_file(sources)
+        head = (f"{where}: " if where else "") + f"{d.severity}: {d.message} [{d.code}]"
         return head + (f"\n  hint: {d.hint}" if d.hint else "")
     s = d.span
     out = [f"{s.file}:{s.line}:{s.col}: {d.severity}: {d.message} [{d.code}]"]
@@ -80,9 +99,9 @@ def render(d: Diagnostic, sources: dict[str, str]) -> str:
     return "\n".join(out)
 
 
-def render_all(diags: list[Diagnostic], sources: dict[str, str]) -> str:
+def render_all(diags: list[Diagnostic], sources: dict[str, str], file: str | None = None) -> str:
     errors = sum(d.severity == "error" for d in diags)
-    body = "\n".join(render(d, sources) for d in diags)
+    body = "\n".join(render(d, sources, file) for d in diags)
     return body + (f"\n{errors} error{'s' * (errors != 1)}" if errors else "")
 
 

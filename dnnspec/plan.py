@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .check.program import Program
+from .program import Program
 from .ops.base import Op, Var
 from .rng import stream
 

@@ -16,10 +16,16 @@ SCHEDULES = Registry("schedule")
 
 class Schedule:
     """Base: implement ``__call__(lr0, k) -> float``. Stateful schedules also implement
-    ``observe(metric)`` (called once per epoch) and ``state_dict``/``load_state_dict``."""
+    ``observe(metric)`` (called once per epoch) and ``state_dict``/``load_state_dict``; a schedule
+    that drives momentum too (onecycle) overrides ``momentum(k)``."""
 
     def __call__(self, lr0: float, k: int) -> float:
         raise NotImplementedError
+
+    def momentum(self, k: int) -> float | None:
+        """The momentum of update k (SGD's momentum, or Adam's beta1: torch's ``betas[0]``), in the
+        same unit and counting as ``__call__``; None (the default) leaves the optimizer's own."""
+        return None
 
     def observe(self, metric: float) -> None:
         pass
@@ -191,9 +197,21 @@ class CosineRestarts(Schedule):
         return cos_anneal(peak, self.eta_min, pos / length)
 
 
+Momentum = Float(ge=0, lt=1)  # a momentum or beta1, bounded as the optimizers bound theirs
+
+
 @SCHEDULES.register("onecycle", "one_cycle")
 class OneCycle(Schedule):
-    """1cycle: max_lr/div_factor up to max_lr, then far down (Smith & Topin 2017; torch OneCycleLR)."""
+    """1cycle: max_lr/div_factor up to max_lr, then far down (Smith & Topin 2017; torch OneCycleLR).
+
+    Like torch it sets the rate itself (the optimizer's lr is ignored), and by default
+    (cycle_momentum=true, torch's default) it also cycles the momentum inversely to the rate:
+    ``momentum(k)`` goes from max_momentum (0.95) down to base_momentum (0.85) at the peak of the
+    rate, then back up to max_momentum, with the same phases and anneal as the rate (torch's
+    formula). The runtime sets it as SGD's momentum or Adam's beta1 (torch's ``betas[0]``) before
+    each update; with cycle_momentum=false ``momentum(k)`` is None and the optimizer keeps its own.
+    Past total_steps rate and momentum hold their final values (torch raises there).
+    """
 
     def __init__(
         self,
@@ -203,32 +221,62 @@ class OneCycle(Schedule):
         div_factor: Float(gt=0) = 25.0,
         final_div_factor: Float(gt=0) = 1e4,
         anneal: Choice("cos", "linear") = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: Momentum = 0.85,
+        max_momentum: Momentum = 0.95,
     ):
-        # Like torch it sets the rate itself (the optimizer's lr is ignored) and does not cycle
-        # momentum (torch cycle_momentum=False). Past total_steps it stays at the final rate.
+        # No three_phase (torch's option: back down to the initial rate, then the final descent).
+        error = self.validate(total_steps=total_steps, pct_start=pct_start, base_momentum=base_momentum,
+                              max_momentum=max_momentum)
+        if error:
+            raise ValueError(error)
         self.max_lr, self.total_steps, self.pct_start = float(max_lr), int(total_steps), float(pct_start)
         self.div_factor, self.final_div_factor, self.anneal = float(div_factor), float(final_div_factor), anneal
+        self.cycle_momentum = bool(cycle_momentum)
+        self.base_momentum, self.max_momentum = float(base_momentum), float(max_momentum)
 
     @staticmethod
-    def validate(total_steps: int | None = None, pct_start: float = 0.3, **_) -> str | None:
+    def validate(
+        total_steps: int | None = None,
+        pct_start: float = 0.3,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        **_,
+    ) -> str | None:
         if total_steps is not None and pct_start * total_steps <= 1:
             n = pct_start * total_steps
             return f"pct_start·total_steps must be > 1 so the rising phase has a length, got {n:g}"
+        if base_momentum > max_momentum:  # momentum falls while the rate rises
+            return (f"base_momentum must be <= max_momentum, got base_momentum={base_momentum:g}, "
+                    f"max_momentum={max_momentum:g}")
         return None
 
-    def __call__(self, lr0, k):
-        start = self.max_lr / self.div_factor
-        end = start / self.final_div_factor
+    def _phase(self, k) -> tuple[bool, float]:
+        """(whether update k is in the rising phase, fraction of its phase done), as torch finds them."""
         # torch's phase boundaries: phase 1 ends at step pct·T - 1, phase 2 at T - 1 (the -1 is torch's)
         up_end, down_end = self.pct_start * self.total_steps - 1.0, self.total_steps - 1.0
         k = min(float(k), down_end)
         if k <= up_end:
-            a, b, frac = start, self.max_lr, k / up_end
-        else:
-            a, b, frac = self.max_lr, end, (k - up_end) / (down_end - up_end)
+            return True, k / up_end
+        return False, (k - up_end) / (down_end - up_end)
+
+    def _anneal(self, a: float, b: float, frac: float) -> float:
         if self.anneal == "linear":
             return a + (b - a) * frac
         return cos_anneal(a, b, frac)
+
+    def __call__(self, lr0, k):
+        start = self.max_lr / self.div_factor
+        end = start / self.final_div_factor
+        rising, frac = self._phase(k)
+        return self._anneal(start, self.max_lr, frac) if rising else self._anneal(self.max_lr, end, frac)
+
+    def momentum(self, k):
+        if not self.cycle_momentum:
+            return None
+        rising, frac = self._phase(k)
+        lo, hi = self.base_momentum, self.max_momentum
+        return self._anneal(hi, lo, frac) if rising else self._anneal(lo, hi, frac)
 
 
 # ---------------------------------------------------------------- metric-driven
@@ -317,6 +365,11 @@ class Warmup(Schedule):
         if k < self.steps:
             return lr0 * (self.start_factor + (1.0 - self.start_factor) * int(k) / self.steps)
         return self.inner(lr0, int(k) - self.steps)
+
+    def momentum(self, k):
+        # inner's momentum from k = steps on, shifted as the rate is; during the warm-up the value it
+        # starts from (onecycle: max_momentum), as torch's SequentialLR leaves it there
+        return self.inner.momentum(max(int(k) - self.steps, 0))
 
     def observe(self, metric: float) -> None:
         self.inner.observe(metric)

@@ -147,20 +147,20 @@ def test_every_catalogue_entry_has_an_export_rule(table):
 def test_keras3_weights_load_into_the_generated_model(trained, inputs, tmp_path, name):
     pytest.importorskip("keras")
     model = trained[name]
-    path = ix.export_model(model, "keras", tmp_path / "m.weights.h5")
-    k = _exec(ix.model_code(model, "keras", weights=str(path)))["model"]
+    path = ix.export_model(model.program, model.variables, "keras", tmp_path / "m.weights.h5")
+    k = _exec(ix.model_code(model.program, "keras", weights=str(path)))["model"]
     assert _max_diff(k.predict(inputs, verbose=0), model.predict_logits(inputs)) < TOL
 
 
 def test_keras3_file_layout_and_probabilities(trained, inputs, tmp_path):
     pytest.importorskip("keras")
     model = trained["bn_prelu_elu_dropout"]
-    path = ix.export_model(model, "keras", tmp_path / "p.weights.h5", probabilities=True)
+    path = ix.export_model(model.program, model.variables, "keras", tmp_path / "p.weights.h5", probabilities=True)
     with h5py.File(path) as f:  # keyed by class and occurrence, as Keras writes
         assert f["layers/dense_1/vars"].attrs["name"] == "dnn_hidden2"
         np.testing.assert_array_equal(f["layers/batch_normalization/vars/2"][()], model.variables["dnn/bn/moving_mean"])
         np.testing.assert_array_equal(f["layers/p_re_lu/vars/0"][()], model.variables["dnn/hidden1/alpha"])
-    k = _exec(ix.model_code(model, "keras", weights=str(path), probabilities=True))["model"]
+    k = _exec(ix.model_code(model.program, "keras", weights=str(path), probabilities=True))["model"]
     bn = k.get_layer("dnn_bn")
     assert (bn.momentum, bn.epsilon) == (0.8, 1e-3)  # Keras' momentum convention is dnnspec's
     assert k.get_layer("dnn_dropout").rate == 0.3
@@ -177,7 +177,7 @@ def test_keras_config_json_rebuilds_the_model(trained, inputs, tmp_path):
     config = keras_config_json(model.program)
     assert json.loads(config)["class_name"] == "Sequential"
     k = keras.models.model_from_json(config)
-    k.load_weights(ix.export_model(model, "keras", tmp_path / "c.weights.h5"))
+    k.load_weights(ix.export_model(model.program, model.variables, "keras", tmp_path / "c.weights.h5"))
     assert _max_diff(k.predict(inputs, verbose=0), model.predict_logits(inputs)) < TOL
 
 
@@ -185,7 +185,7 @@ def test_keras_config_json_rebuilds_the_model(trained, inputs, tmp_path):
 def test_keras2_layout_is_the_legacy_one_and_keras_loads_it(trained, inputs, tmp_path):
     pytest.importorskip("keras")
     model = trained["bn_prelu_elu_dropout"]
-    path = ix.export_model(model, "keras2", tmp_path / "m.h5")
+    path = ix.export_model(model.program, model.variables, "keras2", tmp_path / "m.h5")
     with h5py.File(path) as f:
         names = [n.decode() for n in f.attrs["layer_names"]]
         assert names[:3] == ["dnn_hidden1", "dnn_hidden1_prelu", "dnn_bn"] and "dnn_dropout" in names
@@ -193,7 +193,7 @@ def test_keras2_layout_is_the_legacy_one_and_keras_loads_it(trained, inputs, tmp
             "dnn_bn/gamma:0", "dnn_bn/beta:0", "dnn_bn/moving_mean:0", "dnn_bn/moving_variance:0"]
         np.testing.assert_array_equal(f["dnn_hidden1/dnn_hidden1/kernel:0"][()], model.variables["dnn/hidden1/kernel"])
         assert len(f["dnn_dropout"].attrs["weight_names"]) == 0
-    code = ix.model_code(model, "keras2", weights=str(path))
+    code = ix.model_code(model.program, "keras2", weights=str(path))
     k = _exec(code)["model"]  # Keras 3 reads the legacy layout by layer order
     assert _max_diff(k.predict(inputs, verbose=0), model.predict_logits(inputs)) < TOL
 
@@ -201,9 +201,9 @@ def test_keras2_layout_is_the_legacy_one_and_keras_loads_it(trained, inputs, tmp
 def test_keras_file_names_are_checked(trained, tmp_path):
     model = trained["bn_prelu_elu_dropout"]
     with pytest.raises(UserError, match=r"\*\.weights\.h5"):
-        ix.export_model(model, "keras", tmp_path / "m.h5")
+        ix.export_model(model.program, model.variables, "keras", tmp_path / "m.h5")
     with pytest.raises(UserError, match="must end in .h5"):
-        ix.export_model(model, "keras2", tmp_path / "m.weights.h5")
+        ix.export_model(model.program, model.variables, "keras2", tmp_path / "m.weights.h5")
 
 
 # ---------------------------------------------------------------- dnnspec -> PyTorch
@@ -212,8 +212,8 @@ def test_torch_state_dict_loads_into_the_generated_sequential(trained, inputs, t
     torch = pytest.importorskip("torch")
     pytest.importorskip("safetensors")
     model = trained[name]
-    path = ix.export_model(model, "torch", tmp_path / "m.safetensors")
-    net = _exec(ix.model_code(model, "torch", weights=str(path)))["model"]  # load_state_dict is strict
+    path = ix.export_model(model.program, model.variables, "torch", tmp_path / "m.safetensors", step=model.step)
+    net = _exec(ix.model_code(model.program, "torch", weights=str(path)))["model"]  # load_state_dict is strict
     with torch.no_grad():
         out = net(torch.from_numpy(inputs)).numpy()
     assert _max_diff(out, model.predict_logits(inputs)) < TOL
@@ -224,7 +224,8 @@ def test_torch_names_layouts_and_batch_counter(trained, tmp_path):
     from safetensors.numpy import load_file
 
     model = trained["bn_prelu_elu_dropout"]
-    sd = load_file(str(ix.export_model(model, "torch", tmp_path / "m.safetensors")))
+    path = ix.export_model(model.program, model.variables, "torch", tmp_path / "m.safetensors", step=model.step)
+    sd = load_file(str(path))
     v = model.variables
     np.testing.assert_array_equal(sd["0.weight"], v["dnn/hidden1/kernel"].T)  # Linear weight = kernel.T
     np.testing.assert_array_equal(sd["1.weight"], v["dnn/hidden1/alpha"])
@@ -238,8 +239,8 @@ def test_torch_batchnorm_keeps_updating_its_statistics_like_dnnspec(trained, inp
     torch = pytest.importorskip("torch")
     pytest.importorskip("safetensors")
     model = trained["bn_prelu_elu_dropout"]  # batchnorm(momentum=0.8) after dense + prelu
-    path = ix.export_model(model, "torch", tmp_path / "m.safetensors")
-    net = _exec(ix.model_code(model, "torch", weights=str(path)))["model"]
+    path = ix.export_model(model.program, model.variables, "torch", tmp_path / "m.safetensors", step=model.step)
+    net = _exec(ix.model_code(model.program, "torch", weights=str(path)))["model"]
     with torch.no_grad():
         h = net[:2](torch.from_numpy(inputs))
         net[2].train()
@@ -259,7 +260,7 @@ def test_onnx_graph_runs_in_onnxruntime(trained, inputs, tmp_path, name, variant
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = trained[name]
-    path = ix.export_model(model, "onnx", tmp_path / "m.onnx", **variant)
+    path = ix.export_model(model.program, model.variables, "onnx", tmp_path / "m.onnx", **variant)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": inputs})
     want = model.predict(inputs) if variant.get("probabilities") else model.predict_logits(inputs)
@@ -275,11 +276,11 @@ def test_onnx_graph_runs_in_onnxruntime(trained, inputs, tmp_path, name, variant
 # ---------------------------------------------------------------- NumPy
 def test_npz_round_trip_by_scoped_name(trained, inputs, tmp_path):
     model = trained["maxout_selu_noise"]
-    path = ix.export_model(model, "npz", tmp_path / "m.npz")
+    path = ix.export_model(model.program, model.variables, "npz", tmp_path / "m.npz")
     with np.load(path) as data:
         assert set(data.files) == set(model.variables)
     fresh = dnnspec.compile_text(SPECS["maxout_selu_noise"] + TRAIN)
-    report = ix.import_into(fresh, "npz", path)
+    report = ix.import_into(fresh.program, fresh.variables, "npz", path)
     assert len(report.rows) == len(model.variables) and not report.unused
     assert _max_diff(fresh.predict_logits(inputs), model.predict_logits(inputs)) == 0.0
 
@@ -289,9 +290,9 @@ def test_export_then_import_is_exact(trained, inputs, tmp_path, fmt, file):
     if fmt == "torch":
         pytest.importorskip("safetensors")
     for name, model in trained.items():
-        path = ix.export_model(model, fmt, tmp_path / f"{name}-{file}")
+        path = ix.export_model(model.program, model.variables, fmt, tmp_path / f"{name}-{file}", step=model.step)
         fresh = dnnspec.compile_text(SPECS[name] + TRAIN)
-        ix.import_into(fresh, fmt, path)
+        ix.import_into(fresh.program, fresh.variables, fmt, path)
         for var, value in model.variables.items():
             np.testing.assert_array_equal(fresh.variables[var], value, err_msg=f"{name}: {var}")
 
@@ -331,14 +332,14 @@ def test_a_keras_trained_model_predicts_the_same_here(keras_trained, inputs, tmp
     path = tmp_path / "k.weights.h5"
     keras_trained.save_weights(path)
     model = dnnspec.compile_text(KERAS_SOURCE_SPEC + TRAIN)
-    report = ix.import_into(model, "keras", path)
+    report = ix.import_into(model.program, model.variables, "keras", path)
     assert report.mapping()["layers/batch_normalization/vars/3"] == "dnn/bn/moving_variance"
     assert report.mapping()["layers/dense_2/vars/0"] == "dnn/outputs/kernel"
     assert np.abs(model.variables["dnn/bn/moving_mean"]).max() > 1e-3  # Keras' training moved them
     assert _max_diff(model.predict_logits(inputs), keras_trained.predict(inputs, verbose=0)) < TOL
     keras_trained.save(tmp_path / "k.keras")  # the whole-model archive holds the same weights file
     again = dnnspec.compile_text(KERAS_SOURCE_SPEC + TRAIN)
-    report = ix.import_into(again, "keras", tmp_path / "k.keras")
+    report = ix.import_into(again.program, again.variables, "keras", tmp_path / "k.keras")
     assert any("optimizer state" in n for n in report.notes) and not report.unused
     for n, v in model.variables.items():
         np.testing.assert_array_equal(again.variables[n], v)
@@ -353,7 +354,7 @@ def test_a_keras_legacy_h5_file_imports(keras_trained, inputs, tmp_path):
     with h5py.File(path, "w") as f:
         save_weights_to_hdf5_group(f, keras_trained)
     model = dnnspec.compile_text(KERAS_SOURCE_SPEC + TRAIN)
-    report = ix.import_into(model, "keras2", path)
+    report = ix.import_into(model.program, model.variables, "keras2", path)
     assert any("legacy" in n for n in report.notes)
     assert _max_diff(model.predict_logits(inputs), keras_trained.predict(inputs, verbose=0)) < TOL
 
@@ -364,7 +365,7 @@ def test_keras_import_of_lower_layers_only_then_frozen(keras_trained, inputs, tm
     spec = KERAS_SOURCE_SPEC.replace("dense outputs(3)", "dense outputs(4)") + TRAIN + '\nfreeze "dnn/hidden1|dnn/bn"\n'
     model = dnnspec.compile_text(spec)
     init_out = model.variables["dnn/outputs/kernel"].copy()
-    report = ix.import_into(model, "keras", path, scope="dnn/(hidden1|bn)/")
+    report = ix.import_into(model.program, model.variables, "keras", path, scope="dnn/(hidden1|bn)/")
     assert {r.target for r in report.rows} == {"dnn/hidden1/kernel", "dnn/hidden1/bias", "dnn/bn/gamma",
                                                "dnn/bn/beta", "dnn/bn/moving_mean", "dnn/bn/moving_variance"}
     assert "dnn/outputs/kernel" in report.kept and "layers/dense_2/vars/0" in report.unused
@@ -399,7 +400,7 @@ def test_a_torch_trained_model_predicts_the_same_here(inputs, tmp_path, shared_s
     path = tmp_path / "t.safetensors"
     st.save_file(net.state_dict(), str(path))
     model = dnnspec.compile_text(TORCH_SOURCE_SPEC + TRAIN)
-    report = ix.import_into(model, "torch", path)
+    report = ix.import_into(model.program, model.variables, "torch", path)
     rows = {r.source: r for r in report.rows}
     assert rows["0.weight"].target == "dnn/hidden1/kernel" and rows["0.weight"].transposed
     assert rows["1.running_var"].target == "dnn/bn/moving_variance" and not rows["1.running_var"].transposed
@@ -419,7 +420,7 @@ def test_a_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path):
     model = dnnspec.compile_text("model m {\n input x[6]\n dense hidden(8)\n}\n" + TRAIN)
     before = model.variables["hidden/kernel"].copy()
     with pytest.raises(CheckpointError) as e:
-        ix.import_into(model, "torch", path)
+        ix.import_into(model.program, model.variables, "torch", path)
     message = str(e.value)
     assert "'0.weight'" in message and "(16, 6)" in message and "(6, 16)" in message and "(6, 8)" in message
     assert "'hidden/kernel'" in message
@@ -432,16 +433,17 @@ def _dense_stack(widths) -> dnnspec.Model:
 
 
 def test_missing_layers_and_bad_scopes_are_clear_errors(tmp_path):
-    three = ix.export_model(_dense_stack([8, 8, 8]), "keras", tmp_path / "three.weights.h5")
+    source = _dense_stack([8, 8, 8])
+    three = ix.export_model(source.program, source.variables, "keras", tmp_path / "three.weights.h5")
     four = _dense_stack([8, 8, 8, 3])
     with pytest.raises(CheckpointError, match=r"op 'd4' is dense layer #4 of the spec, but the source has only 3"):
-        ix.import_into(four, "keras", three)
-    report = ix.import_into(four, "keras", three, scope="d[123]/")  # the lower layers only: fine
+        ix.import_into(four.program, four.variables, "keras", three)
+    report = ix.import_into(four.program, four.variables, "keras", three, scope="d[123]/")  # lower layers only: fine
     assert report.kept == ["d4/kernel", "d4/bias"]
     with pytest.raises(UserError, match="matches no variable"):
-        ix.import_into(four, "keras", three, scope="encoder/")
+        ix.import_into(four.program, four.variables, "keras", three, scope="encoder/")
     with pytest.raises(UserError, match="invalid scope pattern"):
-        ix.import_into(four, "keras", three, scope="d(")
+        ix.import_into(four.program, four.variables, "keras", three, scope="d(")
 
 
 # ---------------------------------------------------------------- extras and imports
@@ -451,14 +453,14 @@ def test_a_missing_extra_says_which_to_install(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     monkeypatch.setitem(sys.modules, "keras", None)
     with pytest.raises(UserError, match=r"exporting to onnx needs the 'onnx' extra: pip install 'dnnspec\[onnx\]'"):
-        ix.export_model(model, "onnx", tmp_path / "m.onnx")
+        ix.export_model(model.program, model.variables, "onnx", tmp_path / "m.onnx")
     with pytest.raises(UserError, match=r"pip install 'dnnspec\[torch\]'"):
-        ix.export_model(model, "torch", tmp_path / "m.safetensors")
+        ix.export_model(model.program, model.variables, "torch", tmp_path / "m.safetensors", step=model.step)
     from dnnspec.ckpt.interchange.keras import keras_config_json
 
     with pytest.raises(UserError, match=r"pip install 'dnnspec\[keras\]'"):
         keras_config_json(model.program)
-    ix.export_model(model, "keras", tmp_path / "m.weights.h5")  # weight files need only h5py
+    ix.export_model(model.program, model.variables, "keras", tmp_path / "m.weights.h5")  # only h5py needed
 
 
 def test_dnnspec_imports_no_optional_library():

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from dnnspec.optim import LBFGS, OPTIMIZERS
+from dnnspec.lbfgs import LBFGS
+from dnnspec.optim import OPTIMIZERS
 
 
 def make_closure(p, g, loss, grad):
@@ -144,9 +145,12 @@ def test_matches_torch_trajectory(case):
     opt = LBFGS(line_search=line_search, **hp)
     closure = make_closure(p, g, loss, grad)
     for k in range(10):
+        # The returned loss is f at the step's starting point; where the two starting points differ
+        # by rounding (BLAS dot products differ between CPUs), f differs by up to |grad f|·|dp|.
+        slack = 2.0 * np.linalg.norm(grad(p)) * np.linalg.norm(p - w.detach().numpy())
         ours, theirs = opt.step(p, g, closure, opt.lr), float(topt.step(torch_closure))
         ref = w.detach().numpy()
-        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-12), k
+        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-12 + slack), k
         np.testing.assert_allclose(p, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max(), err_msg=f"step {k + 1}")
         st = topt.state[w]
         assert (opt._n_iter, opt._func_evals) == (st["n_iter"], st["func_evals"]), f"step {k + 1}"
@@ -160,7 +164,7 @@ def test_strong_wolfe_matches_torch_line_search(k):
     torch = pytest.importorskip("torch")
     from torch.optim.lbfgs import _strong_wolfe as torch_strong_wolfe
 
-    from dnnspec.optim import _strong_wolfe
+    from dnnspec.lbfgs import _strong_wolfe
 
     def torch_dot(a, b):  # both sides see the same slopes: torch's dot sums in another order
         return torch.tensor(a).dot(torch.tensor(b)).numpy()[()]

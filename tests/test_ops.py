@@ -304,6 +304,37 @@ def test_gelu_tanh_approximation():
     np.testing.assert_allclose(d, 0.5 * (1 + np.tanh(u)) + 0.5 * x * du / np.cosh(u) ** 2, rtol=1e-12)
 
 
+def test_gelu_tanh_float32_against_float64():
+    # Regression: float32 tanh is ±(1-2^-24) from |x| ≈ 5 on, and 0.5(1 + tanh), 1 - tanh² cancel
+    # there (f' was 1.2e-6 off, f relatively wrong in the left tail). Measured with the sigmoid form,
+    # 2M points: f 3.7e-7 absolute (0.8 ulp), 1.3e-5 relative (x ≈ -10, e^-|z| amplifying z's
+    # rounding); f' 1.2e-7 absolute (x ≈ 1.5, f' ≈ 1.1: the result's own rounding is 6e-8), 6.7e-8
+    # for |x| >= 3.
+    op = build("gelu", approximate=True)
+    x = np.linspace(-10, 10, 2_000_001).astype(np.float32).reshape(-1, 1)
+    y, d = np.empty_like(x), np.empty_like(x)
+    op.f(x, y)
+    op.df(x, y, np.ones_like(x), d)
+    k, c, a = math.sqrt(2 / math.pi), 0.044715, x.astype(np.float64)
+    u = k * (a + c * a**3)
+    f_ref = a / (1 + np.exp(-2 * u))  # 0.5(1 + tanh u), relative-accurate in float64 in both tails
+    np.testing.assert_allclose(f_ref, 0.5 * a * (1 + np.tanh(u)), rtol=0, atol=1e-14)
+    df_ref = 0.5 * (1 + np.tanh(u)) + 0.5 * a * k * (1 + 3 * c * a**2) / np.cosh(u) ** 2
+    np.testing.assert_allclose(y, f_ref, rtol=2e-5, atol=0)  # the old code: 13.5 relative at x = -5.4
+    assert np.abs(y - f_ref).max() <= 5e-7  # half a float32 ulp at |f| = 10
+    tails = np.abs(a) >= 3
+    assert np.abs(d - df_ref)[tails].max() <= 1e-7  # the old code: 1.2e-6
+    np.testing.assert_allclose(d, df_ref, rtol=2**-24, atol=1e-7)  # 1e-7 plus the rounding of f' itself
+    # exact limits where e^-|z| underflows (float32 from |x| ≈ 11), past the clip at 25 where x³ would overflow
+    for dtype, start in ((np.float32, 12.0), (np.float64, 25.5)):
+        big = np.array([[start, 25.5, 1000.0, 1e30, 3e38]], dtype)
+        big = np.concatenate([-big, big], axis=1)
+        y, d = np.empty_like(big), np.empty_like(big)
+        op.f(big, y)
+        op.df(big, y, np.ones_like(big), d)
+        assert np.array_equal(y, np.where(big > 0, big, 0.0)) and np.array_equal(d, big > 0)
+
+
 def test_gelu_exact_matches_erf_over_a_wide_range():
     # float64: relative 1e-13 down to the deep tail; float32: absolute, as float32 allows
     for dtype, rtol, atol in ((np.float64, 1e-13, 1e-30), (np.float32, 1e-6, 1e-6)):

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from dnnspec.schedules import SCHEDULES, Schedule, Warmup
@@ -339,3 +340,186 @@ def test_matches_torch_reduce_on_plateau(kw):
         got.append(s(LR0, 0))
         s.observe(a)
     assert got == expect
+
+
+# ---------------------------------------------------------------- momentum (onecycle's cycle_momentum)
+def test_momentum_is_none_unless_a_schedule_drives_it():
+    for name, kw in EXAMPLES.items():
+        s = make(name, **kw)
+        expect_cycling = name == "onecycle"  # torch's default cycle_momentum=True
+        assert all((s.momentum(k) is not None) == expect_cycling for k in KS), name
+    off = make("onecycle", max_lr=0.2, total_steps=100, cycle_momentum=False)
+    assert all(off.momentum(k) is None for k in KS)
+    assert Warmup(make("cosine", total_steps=90), steps=10).momentum(3) is None
+
+
+def test_onecycle_momentum_closed_form():
+    s = make("onecycle", max_lr=0.2, total_steps=100)  # torch's defaults: 0.95 -> 0.85 -> 0.95
+    for k in range(100):
+        if k <= 29:
+            a, b, x = 0.95, 0.85, k / 29
+        else:
+            a, b, x = 0.85, 0.95, (k - 29) / 70
+        assert close(s.momentum(k), b + (a - b) * (1 + math.cos(math.pi * x)) / 2)
+        assert type(s.momentum(k)) is float
+    assert close(s.momentum(0), 0.95) and close(s.momentum(29), 0.85) and close(s.momentum(99), 0.95)
+    assert s.momentum(100) == s.momentum(500) == s.momentum(99)  # holds past total_steps, as the rate
+    lin = make("onecycle", max_lr=0.2, total_steps=100, pct_start=0.25, anneal="linear", base_momentum=0.5,
+               max_momentum=0.9)
+    assert close(lin.momentum(12), 0.9 + (0.5 - 0.9) * 12 / 24)
+    assert close(lin.momentum(62), 0.5 + (0.9 - 0.5) * (62 - 24) / 75)
+
+
+def test_onecycle_validates_momenta():
+    entry = SCHEDULES.get("onecycle")
+    validate = entry.cls.validate
+    assert validate(total_steps=100, base_momentum=0.85, max_momentum=0.95) is None
+    assert validate(total_steps=100, base_momentum=0.9, max_momentum=0.9) is None  # constant momentum
+    message = validate(total_steps=100, base_momentum=0.97, max_momentum=0.95)
+    assert "base_momentum must be <= max_momentum" in message and "0.97" in message
+    with pytest.raises(ValueError, match="base_momentum must be <= max_momentum"):
+        make("onecycle", max_lr=0.2, total_steps=100, base_momentum=0.97)
+    for name in ("base_momentum", "max_momentum"):  # the annotation bounds them as optimizers do
+        with pytest.raises(ValueError, match="must be < 1, got 1"):
+            entry.param(name).type.convert(1.0)
+        with pytest.raises(ValueError, match="must be >= 0"):
+            entry.param(name).type.convert(-0.1)
+    assert entry.param("cycle_momentum").default is True
+
+
+ONECYCLE_SPEC = """
+model m {
+    input x[2]
+    scope dnn {
+        dense outputs(3)
+    }
+}
+train {
+    optimizer momentum(lr=0.01)
+    schedule onecycle(max_lr=0.1, total_steps=100%s)
+    epochs 1
+}
+"""
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (", base_momentum=1.0", "E030", "'base_momentum' of schedule 'onecycle' must be < 1, got 1"),
+    (", max_momentum=1", "E030", "'max_momentum' of schedule 'onecycle' must be < 1, got 1"),
+    (", base_momentum=0.97", "E025", "base_momentum must be <= max_momentum, got base_momentum=0.97, "
+                                     "max_momentum=0.95"),
+])
+def test_checker_reports_bad_momenta(args, code, message):
+    from dnnspec.check import check_text
+    from dnnspec.errors import SpecError
+
+    check_text(ONECYCLE_SPEC % ", cycle_momentum=false, base_momentum=0.5", "ok.dnn")
+    with pytest.raises(SpecError) as info:
+        check_text(ONECYCLE_SPEC % args, "m.dnn")
+    errors = [d for d in info.value.diagnostics if d.severity == "error"]
+    assert [d.code for d in errors] == [code] and message in errors[0].message, str(info.value)
+
+
+def onecycle_pair(torch, o, **kw):
+    """torch's OneCycleLR (cycle_momentum on, its default) on optimizer o, and ours with the same settings."""
+    ours = {("anneal" if k == "anneal_strategy" else k): v for k, v in kw.items()}
+    return torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.2, total_steps=100, **kw), make(
+        "onecycle", max_lr=0.2, total_steps=100, **ours)
+
+
+ONECYCLE_TORCH = {  # torch keyword arguments, named as torch names them
+    "defaults": {},
+    "linear": {"anneal_strategy": "linear", "pct_start": 0.25, "base_momentum": 0.6, "max_momentum": 0.9,
+               "div_factor": 10.0, "final_div_factor": 100.0},
+}
+
+
+def torch_optimizer(torch, kind, params, lr=LR0):
+    if kind == "sgd_momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def torch_momentum(group):
+    """What OneCycleLR drives: betas[0] where the optimizer has betas (Adam), else momentum."""
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+@pytest.mark.parametrize("case", sorted(ONECYCLE_TORCH))
+@pytest.mark.parametrize("kind", ["sgd_momentum", "adam"])
+def test_onecycle_momentum_matches_torch(kind, case):
+    torch = pytest.importorskip("torch")
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch_optimizer(torch, kind, [p])
+    sched, ours = onecycle_pair(torch, opt, **ONECYCLE_TORCH[case])
+    lrs, moms = [], []
+    for k in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        moms.append(torch_momentum(opt.param_groups[0]))
+        opt.step()
+        sched.step()
+    assert values(ours) == pytest.approx(lrs, rel=1e-6, abs=1e-12)
+    assert [ours.momentum(k) for k in range(100)] == pytest.approx(moms, rel=1e-6, abs=1e-12)
+    assert len(set(moms)) > 50 and min(moms) == pytest.approx(ONECYCLE_TORCH[case].get("base_momentum", 0.85))
+
+
+@pytest.mark.parametrize("kind", ["sgd_momentum", "adam"])
+def test_warmup_passes_the_inner_momentum_through(kind):
+    # torch: SequentialLR([LinearLR, OneCycleLR]) leaves momentum where OneCycleLR set it (max_momentum)
+    # during the warm-up, then restarts OneCycleLR at 0; the rates differ (torch's OneCycleLR rewrites the
+    # lr the warm-up starts from), the momenta agree
+    torch = pytest.importorskip("torch")
+    L = torch.optim.lr_scheduler
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch_optimizer(torch, kind, [p])
+    sched = L.SequentialLR(opt, [L.LinearLR(opt, 0.1, 1.0, total_iters=10),
+                                 L.OneCycleLR(opt, max_lr=0.2, total_steps=50)], milestones=[10])
+    ours = Warmup(make("onecycle", max_lr=0.2, total_steps=50), steps=10, start_factor=0.1)
+    moms = []
+    for k in range(60):
+        moms.append(torch_momentum(opt.param_groups[0]))
+        opt.step()
+        sched.step()
+    assert [ours.momentum(k) for k in range(60)] == pytest.approx(moms, rel=1e-6, abs=1e-12)
+    assert [ours.momentum(k) for k in range(10)] == [0.95] * 10
+    assert ours.momentum(10 + 14) == make("onecycle", max_lr=0.2, total_steps=50).momentum(14)
+
+
+# a small quadratic f(p) = ½ Σ a (p - c)², curvatures spread so each element moves differently
+QA = [0.5, 1.0, 2.0, 3.0, 0.2, 4.0]
+QC = [3.0, -2.0, 2.5, -3.0, 1.5, 2.0]
+QP0 = [1.0, 1.5, -1.0, 0.5, -2.0, 1.0]
+
+
+@pytest.mark.parametrize("case", sorted(ONECYCLE_TORCH))
+@pytest.mark.parametrize("kind", ["sgd_momentum", "adam"])
+def test_onecycle_optimizer_trajectory_matches_torch(kind, case):
+    # dnnspec's Momentum / Adam driven as the runtime drives them: before update k, the schedule's
+    # momentum(k) into opt.momentum (SGD) or opt.beta1 (Adam), its rate into update(); torch's
+    # OneCycleLR sets group momentum / betas[0] and lr itself. float64 on both sides.
+    torch = pytest.importorskip("torch")
+    from dnnspec.optim import OPTIMIZERS
+
+    a, c = np.array(QA), np.array(QC)
+
+    def grad(p):
+        return a * (p - c)
+
+    w = torch.tensor(QP0, dtype=torch.float64, requires_grad=True)
+    topt = torch_optimizer(torch, kind, [w])
+    tsched, sched = onecycle_pair(torch, topt, **ONECYCLE_TORCH[case])
+    name, attr = ("momentum", "momentum") if kind == "sgd_momentum" else ("adam", "beta1")
+    opt = OPTIMIZERS.get(name).cls(lr=LR0)
+    p = np.array(QP0)
+    state = {k: np.zeros_like(p) for k in opt.slots}
+    state.update({k: np.full_like(p, np.nan) for k in opt.scratch})
+    worst = 0.0
+    for k in range(100):
+        setattr(opt, attr, sched.momentum(k))
+        opt.update(p, grad(p), state, sched(LR0, k), k + 1)
+        w.grad = torch.tensor(grad(w.detach().numpy()))
+        topt.step()
+        tsched.step()
+        np.testing.assert_allclose(p, w.detach().numpy(), rtol=1e-6, atol=1e-12, err_msg=f"update {k}")
+        worst = max(worst, float(np.max(np.abs(p - w.detach().numpy()) / np.abs(w.detach().numpy()))))
+    assert np.abs(p - np.array(QP0)).max() > 0.1  # it moved
+    assert worst < 1e-6

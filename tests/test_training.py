@@ -93,12 +93,12 @@ def test_frozen_layers_do_not_change(tiny_spec, in_tmp):
 def test_run_reports_the_weights_it_saves(tiny_spec, in_tmp):
     """Early stopping restores the best epoch: the saved checkpoint holds those weights, and the
     reported val/test metrics are those of the saved weights."""
-    from dnnspec import api
+    from dnnspec import session
 
     spec = tiny_spec.replace("epochs 3", "epochs 40\n    validation 0.3\n    checkpoint \"ck/m.h5\"\n"
                              "    early_stopping monitor=val_loss patience=2 restore_best=true")
     spec = spec.replace("adam(lr=0.01)", "sgd(lr=0.5)")
-    result = api.run(dnnspec.compile_text(spec), log=lambda m: None)
+    result = session.run(dnnspec.compile_text(spec), log=lambda m: None)
     assert result["stopped_early"]
     saved = dnnspec.load_checkpoint("ck/m.h5")
     splits = saved.load_data()

@@ -115,8 +115,8 @@ def test_warmup_and_per_step_schedule():
     spec = SPEC.replace("epochs 1", "epochs 3").replace("batch 8", "batch 4").replace(
         "seed 3", "seed 3\n    schedule constant per=step warmup=4 warmup_start=0.5")
     model = dnnspec.compile_text(spec)
-    up = model.trainer.updater
-    assert [up.schedule(0.1, k) for k in range(6)] == pytest.approx([0.05, 0.0625, 0.075, 0.0875, 0.1, 0.1])
+    rate = model.trainer.updater.rate
+    assert [rate.schedule(0.1, k) for k in range(6)] == pytest.approx([0.05, 0.0625, 0.075, 0.0875, 0.1, 0.1])
 
 
 def test_snapshots_at_each_restart(in_tmp):
@@ -134,9 +134,9 @@ train {
     checkpoint "ck/s.h5" snapshots=true
 }
 """
-    from dnnspec import api
+    from dnnspec import session
 
-    result = api.run(dnnspec.compile_text(spec), log=lambda m: None)
+    result = session.run(dnnspec.compile_text(spec), log=lambda m: None)
     assert result["snapshots"] == ["ck/s.snapshot1.h5", "ck/s.snapshot2.h5", "ck/s.snapshot3.h5"]
     assert all((in_tmp / p).is_file() for p in result["snapshots"])
     epochs = [dnnspec.load_checkpoint(in_tmp / p).trainer.state.epoch for p in result["snapshots"]]

@@ -11,14 +11,13 @@ from typing import Any, Sequence
 
 from .. import catalog
 from ..errors import Diagnostics, SpecError
-from ..registry import REGISTRIES, Component
+from ..program import EarlyStopping, OpSpec, Program, Reuse, TrainConfig
 from ..syntax import ast
 from ..syntax.fmt import format_spec
 from ..syntax.parser import parse
 from .lints import LINTS
-from .model import Expander, OpSpec, resolve_auto_init
+from .model import Expander, resolve_auto_init
 from .overrides import apply_overrides
-from .program import EarlyStopping, Program, Reuse, TrainConfig
 from .settings import TOP_KEYS, TRAIN_KEYS, SettingValue, check_settings
 from .values import Bound, Env, Invalid, evaluate, resolve_component
 
@@ -96,58 +95,46 @@ def _training(ctx: Context) -> None:
     ctx.top = check_settings(ctx.spec.of_type(ast.Setting), TOP_KEYS, "top-level", ctx.env, ctx.diags)
 
 
-def _value(ctx: Context, key: str) -> Any:
-    if key in ctx.train:
-        return ctx.train[key][0].value
-    default = TRAIN_KEYS[key].default
-    kind = getattr(TRAIN_KEYS[key].value, "kind", None)
-    return resolve_component(kind, default, None, ctx.diags) if kind else default
-
-
-def _options(ctx: Context, key: str) -> dict | None:
-    if key not in ctx.train:
-        return None
-    return ctx.train[key][0].options
+def _train_config(ctx: Context) -> TrainConfig:
+    """TrainConfig from the settings table: each key's value and options land in the fields its
+    `Key` names, so a new setting is one table entry and one TrainConfig field."""
+    fields: dict[str, Any] = {}
+    for key, spec in TRAIN_KEYS.items():
+        given = ctx.train.get(key, [])
+        into = spec.into or key
+        if spec.repeat:
+            fields[into] = [(s.value, s.pattern) for s in given]
+            continue
+        if spec.value is not None:
+            kind = getattr(spec.value, "kind", None)
+            default = resolve_component(kind, spec.default, None, ctx.diags) if kind else spec.default
+            fields[into] = given[0].value if given else default
+        options = given[0].options if given else {o: d for o, (_, d) in spec.options.items()}
+        for option, name in spec.option_fields.items():
+            fields[name] = options[option]
+        if spec.value is None and spec.options and not spec.option_fields:  # a structured setting
+            fields[into] = dict(options) if given else None
+    es = fields["early_stopping"]
+    if es is not None:
+        fields["early_stopping"] = EarlyStopping(es["monitor"], _mode(es["mode"], es["monitor"]), es["patience"],
+                                                 es["min_delta"], es["restore_best"])
+    fields["best_mode"] = _mode(fields["best_mode"], fields["best"])
+    fields["best"] = None if fields["best"] == "none" else fields["best"]
+    return TrainConfig(**fields)
 
 
 def _assemble(ctx: Context) -> None:
     ex = ctx.expander
     if ex is None or ex.input is None:
         return
-    cfg = TrainConfig(loss=_value(ctx, "loss"), optimizer=_value(ctx, "optimizer"), schedule=_value(ctx, "schedule"))
-    sched = _options(ctx, "schedule") or {}
-    cfg.schedule_per = sched.get("per", "epoch")
-    cfg.warmup = sched.get("warmup", 0)
-    cfg.warmup_start = sched.get("warmup_start", 0.0)
-    for key in ("epochs", "batch", "seed", "validation", "shuffle", "log", "clip_norm", "clip_value", "cache_frozen"):
-        setattr(cfg, key, _value(ctx, key))
-    es = _options(ctx, "early_stopping")
-    if es is not None:
-        cfg.early_stopping = EarlyStopping(es["monitor"], _mode(es["mode"], es["monitor"]), es["patience"],
-                                           es["min_delta"], es["restore_best"])
-    ck = ctx.train.get("checkpoint")
-    if ck:
-        cfg.checkpoint = ck[0].value
-        best = ck[0].options["best"]
-        cfg.best = None if best == "none" else best
-        cfg.best_mode = _mode(ck[0].options["mode"], best)
-        cfg.every_steps = ck[0].options["every_steps"]
-        cfg.snapshots = ck[0].options["snapshots"]
-    cfg.regularize = [(s.value, s.pattern) for s in ctx.train.get("regularize", [])]
-    cfg.constrain = [(s.value, s.pattern) for s in ctx.train.get("constrain", [])]
-    cfg.lr_mult = [(s.value, s.pattern) for s in ctx.train.get("lr_mult", [])]
-    avg = ctx.train.get("average")
-    if avg:
-        cfg.average, cfg.average_decay, cfg.average_start = avg[0].value, avg[0].options["decay"], avg[0].options["start"]
     name, width, _ = ex.input
-    program = Program(ctx.spec.file, ctx.model.name, name, width, ex.ops, cfg)
+    program = Program(ctx.spec.file, ctx.model.name, name, width, ex.ops, _train_config(ctx))
     datas = ctx.spec.of_type(ast.Data)
     if datas:
         d = datas[0]
         try:
             call = evaluate(d.source, ctx.env, ctx.diags)
             program.data = resolve_component("dataset", call, d.source.span, ctx.diags)
-            program.data_name = d.name
         except Invalid:
             pass
     program.freeze = [(s.pattern, s.options["stats"]) for s in ctx.top.get("freeze", [])]
@@ -287,12 +274,3 @@ def check_file(path, overrides: Sequence[str] = ()) -> Program:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read spec: {e}") from None
     return check_text(text, str(path), overrides)
-
-
-def component_text(c: Component) -> str:
-    return str(c)
-
-
-def registries():
-    catalog.load()
-    return REGISTRIES

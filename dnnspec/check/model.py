@@ -9,35 +9,10 @@ from typing import Any
 
 from ..errors import Diagnostics, Span
 from ..ops.base import ACTIVATIONS, LAYERS, Var
+from ..program import OpSpec
 from ..registry import Component, Int, suggest
 from ..syntax import ast
 from .values import Bound, Env, Invalid, bind_arguments, blame, convert, evaluate, resolve_component
-
-
-@dataclass
-class OpSpec:
-    """One checked op: what to build, where it sits, its widths and variables."""
-
-    name: str  # scoped op name; its variables are "<name>/<local>"
-    layer: str  # the layer a user wrote (summary row)
-    component: Component  # kind "layer" or "activation"
-    n_in: int
-    n_out: int
-    variables: dict[str, Var]
-    span: Span | None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def kind(self) -> str:
-        return self.component.name
-
-    def build(self):
-        op = self.component.build()
-        op.name = self.name
-        return op
-
-    def variable_names(self) -> list[str]:
-        return [f"{self.name}/{local}" for local in self.variables]
 
 
 MAX_REPEAT = 100_000  # a hostile or mistyped `repeat 10**9` is an error, not a hang
@@ -250,15 +225,3 @@ def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:
             spec.notes.append(f"{k}=auto → {chosen} (for {activation})")
         spec.component = replace(spec.component, args=tuple(args.items()))
         spec.variables = spec.build().variables(spec.n_in)
-
-
-def variable_names(ops: list[OpSpec]) -> list[str]:
-    return [n for op in ops for n in op.variable_names()]
-
-
-def layer_names(ops: list[OpSpec]) -> list[str]:
-    return list(dict.fromkeys(op.layer for op in ops))
-
-
-def summarize_value(v: Any) -> str:
-    return str(v)

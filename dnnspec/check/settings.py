@@ -6,11 +6,11 @@ table, so a new setting is one line here plus the code that uses it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Diagnostics, Span
+from ..program import Pattern, PatternError, compile_pattern
 from ..registry import REQUIRED, Choice, Component, Float, Int, Ref, suggest
 from ..syntax import ast
 from .values import Env, Invalid, blame, convert, evaluate
@@ -26,6 +26,10 @@ class Key:
     options: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (annotation, default)
     on: bool = False  # takes `on "pattern"`
     repeat: bool = False  # may appear more than once
+    # Where a train key lands in TrainConfig: the field `into` (default: the key's name) takes the
+    # value (a repeated key: the list of (value, pattern)); `option_fields` maps options to fields.
+    into: str = ""
+    option_fields: dict[str, str] = field(default_factory=dict)
 
 
 TRAIN_KEYS: dict[str, Key] = {
@@ -33,7 +37,8 @@ TRAIN_KEYS: dict[str, Key] = {
     "optimizer": Key("the optimizer", Ref("optimizer"), "adam"),
     "schedule": Key("learning-rate schedule, counted per step (batch) or per epoch", Ref("schedule"), "constant",
                     {"per": (Choice("epoch", "step"), "epoch"), "warmup": (Int(ge=0), 0),
-                     "warmup_start": (Float(ge=0, le=1), 0.0)}),
+                     "warmup_start": (Float(ge=0, le=1), 0.0)},
+                    option_fields={"per": "schedule_per", "warmup": "warmup", "warmup_start": "warmup_start"}),
     "epochs": Key("number of passes over the training data", Int(ge=1), 10),
     "batch": Key("minibatch size", Int(ge=1), 32),
     "seed": Key("seed of every random stream (init, shuffle, dropout)", Int(ge=0), 0),
@@ -43,12 +48,15 @@ TRAIN_KEYS: dict[str, Key] = {
     "early_stopping": Key("stop when the monitored metric stops improving", None, None,
                           {"monitor": (Choice(*MONITORS), "val_loss"), "mode": (Choice("auto", "min", "max"), "auto"),
                            "patience": (Int(ge=0), 5), "min_delta": (Float(ge=0), 0.0),
-                           "restore_best": (bool, True)}),
+                           "restore_best": (bool, True)},
+                          into="early_stopping"),
     "checkpoint": Key("write an HDF5 checkpoint here each epoch; best= keeps the best epoch by that metric "
                       "(the latest state then goes to <name>.last.h5); every_steps=N also saves the latest state "
                       "every N updates", str, None,
                       {"best": (Choice("none", *MONITORS), "none"), "mode": (Choice("auto", "min", "max"), "auto"),
-                       "every_steps": (Int(ge=0), 0), "snapshots": (bool, False)}),
+                       "every_steps": (Int(ge=0), 0), "snapshots": (bool, False)},
+                      option_fields={"best": "best", "mode": "best_mode", "every_steps": "every_steps",
+                                     "snapshots": "snapshots"}),
     "cache_frozen": Key("compute the output of a frozen, deterministic prefix of the network once for the whole "
                         "data set and train the rest on it", bool, True),
     "log": Key("append per-epoch metrics (JSON lines) here; default: next to the checkpoint", str, None),
@@ -60,7 +68,8 @@ TRAIN_KEYS: dict[str, Key] = {
     "average": Key("evaluate with an average of the weights: an exponential moving average (ema, "
                    "decay) or Polyak's running mean (polyak) from epoch `start`; training ends with the "
                    "averaged weights", Choice("ema", "polyak"), None,
-                   {"decay": (Float(gt=0, lt=1), 0.999), "start": (Int(ge=0), 0)}),
+                   {"decay": (Float(gt=0, lt=1), 0.999), "start": (Int(ge=0), 0)},
+                   option_fields={"decay": "average_decay", "start": "average_start"}),
     "clip_norm": Key("clip gradients to this global L2 norm", Float(gt=0), None),
     "clip_value": Key("clip each gradient element to [-v, v]", Float(gt=0), None),
 }
@@ -73,16 +82,6 @@ TOP_KEYS: dict[str, Key] = {
                  options={"scope": (str, ""), "from": (str, ""), "to": (str, "")}, repeat=True),
     "collection": Key("name a list of variables, layers and outputs", None, repeat=True),
 }
-
-
-@dataclass(frozen=True)
-class Pattern:
-    text: str
-    regex: re.Pattern
-    span: Span | None
-
-    def match(self, name: str) -> bool:
-        return self.regex.match(name) is not None
 
 
 @dataclass
@@ -160,38 +159,25 @@ def _check_one(s: ast.Setting, key: Key, env: Env, diags: Diagnostics) -> Settin
             diags.error("E053", f"'{s.key}' needs `on \"PATTERN\"` naming the variables it applies to", s.span)
             ok = False
         else:
-            pattern = compile_pattern(s.on.value, s.on.span, diags)
+            pattern = checked_pattern(s.on.value, s.on.span, diags)
             ok = ok and pattern is not None
     elif s.on is not None:
         diags.error("E053", f"'{s.key}' takes no `on` pattern", s.on.span)
         ok = False
     if s.key in ("freeze", "trainable") and isinstance(value, str):
-        pattern = compile_pattern(value, s.value.span, diags)
+        pattern = checked_pattern(value, s.value.span, diags)
         ok = ok and pattern is not None
     if s.key == "reuse" and options.get("scope"):
-        ok = compile_pattern(options["scope"], s.span, diags) is not None and ok
+        ok = checked_pattern(options["scope"], s.span, diags) is not None and ok
     if not ok:
         raise Invalid
     return SettingValue(s.key, value, options, pattern, s.span, s.value.span if s.value is not None else None)
 
 
-def compile_pattern(text: str, span: Span | None, diags: Diagnostics) -> Pattern | None:
-    """A scope pattern: a Python regular expression matched from the start of a name."""
+def checked_pattern(text: str, span: Span | None, diags: Diagnostics) -> Pattern | None:
+    """A scope pattern, or None with an E054 diagnostic at `span`."""
     try:
-        return Pattern(text, re.compile(text), span)
-    except re.error as e:
-        diags.error("E054", f"invalid pattern {text!r}: {e}", span)
+        return compile_pattern(text, span=span)
+    except PatternError as e:
+        diags.error("E054", str(e), span)
         return None
-
-
-def value_of(settings: dict[str, list[SettingValue]], table: dict[str, Key], key: str) -> Any:
-    """The checked value of a key, or its default (Ref defaults resolved by the caller)."""
-    if key in settings:
-        return settings[key][0].value
-    return table[key].default
-
-
-def default_component(kind: str, name: str) -> Component:
-    from .values import resolve_component
-
-    return resolve_component(kind, name, None, Diagnostics())

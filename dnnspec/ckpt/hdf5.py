@@ -1,24 +1,28 @@
 """HDF5 checkpoints (docs/checkpoint-format.md): read and write, nothing else.
 
 No pickle anywhere: loading a checkpoint never runs code. Every dataset carries HDF5's
-fletcher32 checksum, so a damaged file is an error, never silently wrong weights. Writes go to a
-temporary file in the same folder and are renamed into place, so a crash mid-save leaves the
-previous checkpoint intact.
+fletcher32 checksum, so a damaged file is an error, never silently wrong weights; any failure
+to read a file (a truncated one, damaged metadata, not HDF5 at all) is a `CheckpointError` naming
+it. Writes go through `dnnspec.fileio.atomic_write`: a temporary file in the same folder, renamed
+into place, so a crash mid-save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UserError
+from ..fileio import atomic_write
+from ..version import __version__
 
 FORMAT = "dnnspec"
 FORMAT_VERSION = 1
@@ -76,12 +80,6 @@ def collection_members(names, variables: dict[str, np.ndarray]) -> list[tuple[st
     return out
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def _dataset(group, name: str, value: np.ndarray):
     value = np.ascontiguousarray(value)
     if value.size == 0 or value.ndim == 0:  # fletcher32 needs a chunked, non-empty array
@@ -90,58 +88,47 @@ def _dataset(group, name: str, value: np.ndarray):
 
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
-    """Write a checkpoint atomically (temporary file + rename)."""
+    """Write a checkpoint atomically (temporary file + rename; see `dnnspec.fileio.atomic_write`)."""
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["dnnspec_version"] = _version()
-            f.attrs["spec_sha256"] = ckpt.spec_sha256
-            f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            f.create_dataset("spec", data=ckpt.spec, dtype=h5py.string_dtype())
-            variables = f.create_group("variables")
-            variables.attrs["order"] = json.dumps(list(ckpt.variables))  # model order; HDF5 lists by name
-            for name, rec in ckpt.variables.items():
-                ds = _dataset(variables, name, rec.value)
-                ds.attrs["trainable"] = bool(rec.trainable)
-                ds.attrs["role"] = rec.role
-                ds.attrs["init"] = rec.init
-                ds.attrs["collections"] = json.dumps(list(rec.collections))
-            if ckpt.optimizer is not None:
-                opt = f.create_group("optimizer")
-                opt.attrs["name"] = ckpt.optimizer["name"]
-                opt.attrs["hyperparameters"] = json.dumps(ckpt.optimizer.get("hyperparameters", {}))
-                opt.attrs["step"] = int(ckpt.optimizer.get("step", 0))
-                slots = opt.create_group("slots")
-                for slot, arrays in ckpt.optimizer.get("slots", {}).items():
-                    g = slots.create_group(slot)
-                    for name, arr in arrays.items():
-                        _dataset(g, name, arr)
-            state = f.create_group("state")
-            for key, value in ckpt.state.items():
-                state.attrs[key] = json.dumps(value)
-            for key, value in ckpt.state_arrays.items():
-                _dataset(state, key, value)
-            history = f.create_group("history")
-            keys = sorted({k for row in ckpt.history for k, v in row.items() if _is_number(v)})
-            for key in keys:
-                _dataset(history, key, np.array([float(row.get(key, np.nan)) for row in ckpt.history]))
-            collections = f.create_group("collections")
-            for cname, names in ckpt.collections.items():
-                collections.create_dataset(cname, data=list(names), dtype=h5py.string_dtype())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["dnnspec_version"] = __version__
+        f.attrs["spec_sha256"] = ckpt.spec_sha256
+        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        f.create_dataset("spec", data=ckpt.spec, dtype=h5py.string_dtype())
+        variables = f.create_group("variables")
+        variables.attrs["order"] = json.dumps(list(ckpt.variables))  # model order; HDF5 lists by name
+        for name, rec in ckpt.variables.items():
+            ds = _dataset(variables, name, rec.value)
+            ds.attrs["trainable"] = bool(rec.trainable)
+            ds.attrs["role"] = rec.role
+            ds.attrs["init"] = rec.init
+            ds.attrs["collections"] = json.dumps(list(rec.collections))
+        if ckpt.optimizer is not None:
+            opt = f.create_group("optimizer")
+            opt.attrs["name"] = ckpt.optimizer["name"]
+            opt.attrs["hyperparameters"] = json.dumps(ckpt.optimizer.get("hyperparameters", {}))
+            opt.attrs["step"] = int(ckpt.optimizer.get("step", 0))
+            slots = opt.create_group("slots")
+            for slot, arrays in ckpt.optimizer.get("slots", {}).items():
+                g = slots.create_group(slot)
+                for name, arr in arrays.items():
+                    _dataset(g, name, arr)
+        state = f.create_group("state")
+        for key, value in ckpt.state.items():
+            state.attrs[key] = json.dumps(value)
+        for key, value in ckpt.state_arrays.items():
+            _dataset(state, key, value)
+        history = f.create_group("history")
+        keys = sorted({k for row in ckpt.history for k, v in row.items() if _is_number(v)})
+        for key in keys:
+            _dataset(history, key, np.array([float(row.get(key, np.nan)) for row in ckpt.history]))
+        collections = f.create_group("collections")
+        for cname, names in ckpt.collections.items():
+            collections.create_dataset(cname, data=list(names), dtype=h5py.string_dtype())
     return path
 
 
@@ -149,20 +136,49 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 
 
+def existing_file(path: str | os.PathLike, what: str = "checkpoint file") -> Path:
+    """`path` as a Path if it is an existing regular file, else a CheckpointError saying what it is."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a {what}")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such {what}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file, so not a {what}")
+    return path
+
+
+def reason(e: BaseException) -> str:
+    """An exception as a short phrase for an error message."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return text or type(e).__name__
+
+
+@contextlib.contextmanager
+def reading(path, what: str) -> Iterator[None]:
+    """Reading a user's file: any failure in the block becomes a CheckpointError naming the file.
+
+    Damaged files fail in many ways (OSError, RuntimeError from HDF5's B-trees and heaps,
+    zipfile.BadZipFile, KeyError, ValueError, even AttributeError or MemoryError); none of them is
+    a bug of dnnspec's, so each is reported as `PATH: <what> (<reason>)`. UserErrors (a clear
+    message already) pass through; KeyboardInterrupt and SystemExit are not caught.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to parse the file is the file's
+        raise CheckpointError(f"{path}: {what} ({reason(e)})") from e
+
+
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint; every problem with the file is a CheckpointError naming it."""
     import h5py
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
+    path = existing_file(path, "checkpoint file")
+    with reading(path, "damaged or not a dnnspec checkpoint"):
         with h5py.File(path, "r") as f:
             return _read(f, path)
-    except CheckpointError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: damaged or not a dnnspec checkpoint ({e})") from None
 
 
 def _read(f, path: Path) -> Checkpoint:
@@ -199,6 +215,11 @@ def _read(f, path: Path) -> Checkpoint:
             slots[slot] = arrays
         optimizer = {"name": str(g.attrs["name"]), "hyperparameters": json.loads(g.attrs["hyperparameters"]),
                      "step": int(g.attrs["step"]), "slots": slots}
+    for name, rec in variables.items():
+        _numeric(path, f"variable {name}", rec.value)
+    for slot, arrays in (optimizer or {}).get("slots", {}).items():
+        for name, arr in arrays.items():
+            _numeric(path, f"optimizer slot {slot} of {name}", arr)
     state = {k: json.loads(v) for k, v in f["state"].attrs.items()} if "state" in f else {}
     state_arrays = {k: ds[()] for k, ds in f["state"].items()} if "state" in f else {}
     history: list[dict] = []
@@ -215,3 +236,9 @@ def _read(f, path: Path) -> Checkpoint:
     if attrs.get("spec_sha256") not in (None, ckpt.spec_sha256):
         raise CheckpointError(f"{path}: the stored spec does not match its checksum (damaged file)")
     return ckpt
+
+
+def _numeric(path: Path, what: str, value) -> None:
+    dtype = np.asarray(value).dtype
+    if dtype.kind not in "biuf":
+        raise CheckpointError(f"{path}: {what} holds {dtype} values, not numbers (damaged or not a dnnspec checkpoint)")

@@ -31,7 +31,7 @@ from typing import Iterable, Mapping, NamedTuple
 import numpy as np
 
 from ..errors import CheckpointError, UserError
-from .hdf5 import FORMAT, FORMAT_VERSION, Checkpoint, VarRecord
+from .hdf5 import FORMAT, FORMAT_VERSION, Checkpoint, VarRecord, reading, reason
 
 
 class PatternError(UserError):
@@ -452,13 +452,9 @@ def verify(path, against=None, pattern=None) -> list[str]:
     all) must be bit-identical to the variable of the same name there. A missing file, a
     damaged `against` file, and a pattern that matches nothing raise instead.
     """
-    from pathlib import Path
+    from .hdf5 import existing_file, load
 
-    from .hdf5 import load
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = existing_file(path, "checkpoint file")
     other = None
     if against is not None:
         other = against if isinstance(against, Checkpoint) else load(against)
@@ -466,7 +462,10 @@ def verify(path, against=None, pattern=None) -> list[str]:
         ckpt = load(path)
     except CheckpointError as e:
         return [str(e), *_damaged_datasets(path)]
-    problems = _no_checksum(path)
+    try:
+        problems = _no_checksum(path)
+    except CheckpointError as e:  # loaded, yet damaged where the load did not look
+        problems = [str(e)]
     for name, rec in ckpt.variables.items():
         if rec.value.dtype != np.float32:
             problems.append(f"variable {name} has dtype {rec.value.dtype}, not float32")
@@ -517,7 +516,9 @@ def _datasets(f):
 
 
 def _damaged_datasets(path) -> list[str]:
-    """After a failed load: name each dataset that cannot be read (checksum failures)."""
+    """After a failed load: name each dataset that cannot be read (checksum failures).
+
+    Best effort: a file too damaged to list its datasets adds nothing to the load's own error."""
     import h5py
 
     try:
@@ -528,10 +529,10 @@ def _damaged_datasets(path) -> list[str]:
             for name, ds in _datasets(f):
                 try:
                     ds[()]
-                except (OSError, ValueError, TypeError) as e:
-                    bad.append(f"/{name}: cannot be read ({e})")
+                except Exception as e:  # noqa: BLE001 - any failure to read it is damage
+                    bad.append(f"/{name}: cannot be read ({reason(e)})")
             return bad
-    except OSError:
+    except Exception:  # noqa: BLE001 - damaged metadata (HDF5 raises RuntimeError, OSError, ...)
         return []
 
 
@@ -539,8 +540,9 @@ def _no_checksum(path) -> list[str]:
     """Arrays written without the fletcher32 filter: damage to them would go unnoticed."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        if int(f.attrs.get("format_version", 0)) != FORMAT_VERSION:
-            return []  # other versions may lay out differently; loading them already succeeded
-        return [f"/{name}: no checksum (damage would go unnoticed)" for name, ds in _datasets(f)
-                if name.startswith(("variables/", "optimizer/")) and ds.size and ds.ndim and not ds.fletcher32]
+    with reading(path, "damaged or not a dnnspec checkpoint"):
+        with h5py.File(path, "r") as f:
+            if int(f.attrs.get("format_version", 0)) != FORMAT_VERSION:
+                return []  # other versions may lay out differently; loading them already succeeded
+            return [f"/{name}: no checksum (damage would go unnoticed)" for name, ds in _datasets(f)
+                    if name.startswith(("variables/", "optimizer/")) and ds.size and ds.ndim and not ds.fletcher32]

@@ -39,13 +39,13 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(threads, user_api="blas")
-    from .. import api
+    from .. import api, session
     from ..train.loop import Silent
     from ..train.progress import Printer
 
     if no_cache:
         overrides = (*overrides, "train.cache_frozen=false")
-    model = api.compile_file(spec, overrides)
+    model = api.compile_file(spec, overrides, apply_reuse=resume is None)  # a resumed run has its weights
     warn(model.program)
     out = sys.stderr if as_json else sys.stdout
     for arg in reuses:
@@ -55,8 +55,8 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
         for report in model.reuse_reports:
             click.echo(report.format(), file=out)
     reporter = Silent() if quiet else Printer(out=out)
-    result = api.run(model, reporter=reporter, resume=resume,
-                     log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)))
+    result = session.run(model, reporter=reporter, resume=resume,
+                         log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)))
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -137,7 +137,7 @@ def summary(spec, overrides):
     """Print a layer table: output shapes and parameter counts."""
     from .. import api
 
-    model = api.compile_file(spec, overrides)
+    model = api.compile_file(spec, overrides, apply_reuse=False)  # no weights needed from `reuse`
     warn(model.program)
     click.echo(model.summary(), nl=False)
 
@@ -150,7 +150,7 @@ def plan(spec, overrides):
     """Print the compiled op list."""
     from .. import api
 
-    model = api.compile_file(spec, overrides)
+    model = api.compile_file(spec, overrides, apply_reuse=False)  # no weights needed from `reuse`
     p = model.plan
     click.echo(f"plan for model '{model.program.model_name}': {len(p.ops)} ops, "
                f"{p.theta.size:,} trainable + {p.fixed.size:,} fixed float32 values")
@@ -176,7 +176,7 @@ def eval_(spec, ckpts, overrides, split, top_k, per_class, as_json):
     from .. import api, metrics
     from ..ckpt import hdf5
 
-    model = api.compile_file(spec, overrides)
+    model = api.compile_file(spec, overrides, apply_reuse=False)  # no weights needed from `reuse`
     splits = model.load_data()
     names = ["train", "val", "test"] if split == "all" else [split]
     data = {n: getattr(splits, n) for n in names if getattr(splits, n) is not None}
@@ -225,8 +225,8 @@ def schedule(spec, overrides, steps_per_epoch, plot):
     from .. import api
     from ..errors import UserError
 
-    model = api.compile_file(spec, overrides)
-    cfg, up = model.program.train, model.trainer.updater
+    model = api.compile_file(spec, overrides, apply_reuse=False)  # no weights needed from `reuse`
+    cfg = model.program.train
     if cfg.schedule_per == "step" and steps_per_epoch is None:
         if model.program.data is None:
             raise UserError("this schedule counts steps: give --steps-per-epoch (the spec has no data to count)")
@@ -234,10 +234,11 @@ def schedule(spec, overrides, steps_per_epoch, plot):
         steps_per_epoch = -(-n // min(cfg.batch, n))
     per_epoch = steps_per_epoch if cfg.schedule_per == "step" else 1
     total = cfg.epochs * per_epoch
-    rates = [float(up.schedule(up.lr0, k)) for k in range(total)]
+    rate = model.trainer.updater.rate
+    rates = [float(rate.schedule(rate.base, k)) for k in range(total)]
     unit = "step" if cfg.schedule_per == "step" else "epoch"
     click.echo(f"schedule {cfg.schedule}" + (f" with {cfg.warmup}-{unit} warm-up" if cfg.warmup else "")
-               + f", base lr {up.lr0:g}, counted per {unit}")
+               + f", base lr {rate.base:g}, counted per {unit}")
     if cfg.schedule.name == "reduce_on_plateau":
         click.echo("(reduce_on_plateau depends on the monitored metric; shown as if it kept improving)")
     click.echo(f"{'epoch':>6} {unit + ' k':>10} {'lr':>12}")

@@ -1,7 +1,8 @@
 """`dnnspec ckpt ...`: inspect and manage HDF5 checkpoints.
 
 The commands are thin: the work is in `dnnspec.ckpt.tools` (pure functions over checkpoints),
-reading goes through `hdf5.load` and writing through `hdf5.save` (atomic). A command that writes
+reading goes through `hdf5.load` (any failure to read a file is a CheckpointError naming it: exit
+1) and writing through `hdf5.save` (atomic, `dnnspec.fileio.atomic_write`). A command that writes
 (-o OUT) refuses to overwrite one of its own inputs unless given --force.
 """
 
@@ -15,7 +16,7 @@ import click
 
 from .common import EXIT_RUNTIME, handle_errors, overrides_option
 
-ckpt_path = click.Path(dir_okay=False)
+ckpt_path = click.Path()  # an input: a folder or a damaged file is reported by hdf5.load (exit 1, naming it)
 output_option = click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
                              help="Write the new checkpoint here.")
 force_option = click.option("--force", is_flag=True, help="Allow -o to overwrite an input file.")
@@ -148,7 +149,7 @@ def ckpt_compat(spec, path, scope, rename_from, rename_to, maps, overrides):
 
     if rename_to is not None and not rename_from:
         raise click.UsageError("--to needs --from")
-    model = api.compile_file(spec, overrides)
+    model = api.compile_file(spec, overrides, apply_reuse=False)
     report = tools.compat(model.plan.infos, hdf5.load(path), scope, rename_from, rename_to or "",
                           _mapping(maps), source_path=path)
     click.echo(report.format())

@@ -51,8 +51,8 @@ def handle_errors(fn):
 def warn(program) -> None:
     from ..errors import render
 
-    for d in program.warnings:
-        click.echo(render(d, getattr(program, "sources", {})), err=True)
+    for d in program.warnings:  # a warning without a span names the spec file, as errors do
+        click.echo(render(d, getattr(program, "sources", {}), getattr(program, "file", None)), err=True)
 
 
 overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -1,4 +1,9 @@
-"""`dnnspec ckpt export` and `dnnspec ckpt import`: checkpoints to and from Keras, PyTorch, ONNX, NumPy."""
+"""`dnnspec ckpt export` and `dnnspec ckpt import`: checkpoints to and from Keras, PyTorch, ONNX, NumPy.
+
+The interchange functions (`dnnspec.ckpt.interchange`) know programs and variables, not the
+`Model` API; these commands do the orchestration: load the checkpoint (or compile the spec) with
+`dnnspec.api`, convert, and save. Every file they write goes through `dnnspec.fileio.atomic_write`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import click
 
 from ..ckpt.interchange import EXPORT_FORMATS, FORMATS, IMPORT_FORMATS
 from .common import handle_errors, overrides_option
+
+# Input files: a folder given where a file is expected is reported by the reader (exit 1, naming it).
+input_path = click.Path()
 
 
 def _beside(out: Path, fmt: str, suffix: str) -> Path:
@@ -19,7 +27,7 @@ def _beside(out: Path, fmt: str, suffix: str) -> Path:
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=input_path)
 @click.option("--to", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
               help="Target format (default: from the output file name).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
@@ -36,6 +44,7 @@ def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm
     from ..api import load_checkpoint
     from ..ckpt import interchange as ix
     from ..errors import UserError
+    from ..fileio import write_text
 
     out = Path(out)
     fmt = fmt or ix.guess_format(out, EXPORT_FORMATS)
@@ -51,22 +60,21 @@ def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm
     if code and not FORMATS[fmt].code:
         raise UserError(f"--code: {fmt} files carry their own graph; model code is written for keras, keras2, torch")
     model = load_checkpoint(checkpoint)
-    ix.export_model(model, fmt, out, **options)
+    ix.export_model(model.program, model.variables, fmt, out, step=model.step, **options)
     click.echo(f"wrote {out} ({FORMATS[fmt].description})")
     if code:
-        path = _beside(out, fmt, ".py")
-        path.write_text(ix.model_code(model, fmt, weights=str(out), probabilities=probabilities))
+        path = write_text(_beside(out, fmt, ".py"),
+                          ix.model_code(model.program, fmt, weights=str(out), probabilities=probabilities))
         click.echo(f"wrote {path} (the model definition; it loads {out})")
     if config:
         from ..ckpt.interchange.keras import keras_config_json
 
-        path = _beside(out, fmt, ".json")
-        path.write_text(keras_config_json(model.program, probabilities))
+        path = write_text(_beside(out, fmt, ".json"), keras_config_json(model.program, probabilities))
         click.echo(f"wrote {path} (keras.models.model_from_json rebuilds the model)")
 
 
 @click.command("import")
-@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("source", type=input_path)
 @click.option("--from", "fmt", type=click.Choice(IMPORT_FORMATS), default=None,
               help="Source format (default: from the file name).")
 @click.option("--spec", required=True, type=click.Path(dir_okay=False), help="The spec of the model to fill.")
@@ -79,9 +87,12 @@ def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm
 @handle_errors
 def import_cmd(source, fmt, spec, out, scope, overrides):
     """Fill a spec's variables from a Keras, PyTorch (safetensors) or .npz file; write a dnnspec checkpoint."""
+    from ..api import compile_file
     from ..ckpt import interchange as ix
 
     fmt = fmt or ix.guess_format(source, IMPORT_FORMATS)
-    report = ix.import_file(source, fmt, spec, out, scope, overrides)
+    model = compile_file(spec, overrides)
+    report = ix.import_into(model.program, model.variables, fmt, source, scope)
+    model.save(out)
     click.echo(report.text())
     click.echo(f"wrote {out}")

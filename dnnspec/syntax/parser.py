@@ -38,63 +38,78 @@ def parse(text: str, file: str = "<spec>") -> ast.Spec:
     return ast.Spec(tuple(statements), file=file, source=text)
 
 
-def parse_expr(text: str, file: str = "<--set>") -> ast.Expr:
-    """Parse one expression (the value of a `--set key=value` override)."""
-    tree = _expr_parser().parse(text)
+def parse_expr(text: str, file: str = "<--set>", start: int = 0) -> ast.Expr:
+    """Parse ``text[start:]`` as one expression (the value of a ``--set KEY=VALUE`` override).
+
+    Positions count in the whole `text` (a one-line source), so a syntax error, and the spans of
+    the nodes the checker reports on, point at the column of ``KEY=VALUE`` the user typed. Raises
+    SpecError with a located syntax error, exactly as `parse` does for a file.
+    """
+    tree = _parse(" " * start + text[start:], file, "expr", source=text)
     return _Builder(file).transform(tree)
 
 
-@lru_cache(maxsize=None)
-def _expr_parser() -> Lark:
-    return Lark(grammar_text(), parser="lalr", start="expr", propagate_positions=True, maybe_placeholders=True)
-
-
-def _parse(text: str, file: str, start: str):
-    src = text if text.endswith("\n") else text + "\n"
+def _parse(text: str, file: str, start: str, source: str | None = None):
+    """Parse `text` from grammar rule `start`; a syntax error becomes a SpecError whose
+    diagnostic names the position and lark's expected tokens. `source` is the text to show under
+    the message (default: `text`)."""
+    whole = start == "start"
+    src = text if not whole or text.endswith("\n") else text + "\n"  # a file's last line ends
     try:
         return _parser(start).parse(src)
     except UnexpectedInput as e:
-        raise SpecError([_syntax_diagnostic(e, src, file)], {file: text}) from None
+        end = "end of file" if whole else "end of input"
+        raise SpecError([_syntax_diagnostic(e, src, file, end)], {file: text if source is None else source}) from None
 
 
-# Readable names for terminals in "expected ..." messages.
+# Readable names for terminals in "expected ..." messages ($END: see `_describe_terminal`).
 _TERMINAL_WORDS = {
     "NAME": "a name",
     "NUMBER": "a number",
     "STRING": "a string",
     "_NL": "end of line",
-    "$END": "end of file",
 }
 
 
-def _describe_terminal(name: str) -> str:
+def _describe_terminal(name: str, end: str = "end of file") -> str | None:
+    """A terminal as a user reads it: 'dense', a number, end of line; None for one lark made up
+    for a pattern (ignored whitespace), which no user types."""
+    if name == "$END":
+        return end
     if name in _TERMINAL_WORDS:
         return _TERMINAL_WORDS[name]
     try:
         pattern = _parser("start").get_terminal(name).pattern
     except KeyError:
         return name.lower()
-    return f"'{pattern.value}'" if pattern.type == "str" else name.lower()
+    if pattern.type == "str":
+        return f"'{pattern.value}'"  # keywords and punctuation, '**' (lark's __ANON_0) included
+    return None if name.startswith("__") else name.lower()
 
 
-def _syntax_diagnostic(e: UnexpectedInput, src: str, file: str) -> Diagnostic:
+def _syntax_diagnostic(e: UnexpectedInput, src: str, file: str, end: str = "end of file") -> Diagnostic:
+    """E001 at the offending character, with lark's expected tokens as the hint. `end` names the
+    end of the text: "end of file" for a spec, "end of input" for an override's value."""
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedToken) and e.token.type == "$END":
-        line = src.count("\n") or 1
+        line = max(1, src.count("\n") + (not src.endswith("\n")))
         col = len(src.rstrip("\n").split("\n")[-1]) + 1
     if isinstance(e, UnexpectedCharacters):
         what = f"unexpected character {src[e.pos_in_stream]!r}"
-        expected = set()
+        expected = set()  # lark's `allowed` here is often wrong after a default reduction
+        if src[e.pos_in_stream] == '"':
+            return Diagnostic("E001", "syntax error: unterminated string", Span(file, line, col),
+                              hint='a string ends with " on the same line')
     elif isinstance(e, UnexpectedToken):
         tok = e.token
         what = "unexpected end of line" if tok.type == "_NL" else (
-            "unexpected end of file" if tok.type == "$END" else f"unexpected {tok.value!r}")
+            f"unexpected {end}" if tok.type == "$END" else f"unexpected {tok.value!r}")
         expected = e.expected
     else:  # pragma: no cover - UnexpectedEOF is not raised by LALR
         what, expected = "unexpected end of input", set()
     hint = None
     if expected:
-        words = sorted({_describe_terminal(t) for t in expected if not t.startswith("__")})
+        words = sorted({w for w in (_describe_terminal(t, end) for t in expected) if w is not None})
         if len(words) > 8:
             words = words[:8] + ["..."]
         hint = "expected " + ", ".join(words)

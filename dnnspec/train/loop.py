@@ -180,17 +180,17 @@ class Trainer:
         logs = {"epoch": epoch + 1, "loss": pos.loss_sum / n}
         if pos.has_acc:
             logs["accuracy"] = pos.correct / n
-        if self.updater.regularizers:
-            logs["loss"] += self.updater.penalty()
         tick = time.perf_counter()
         if val is not None:
             with self.evaluation_weights():
                 logs.update({f"val_{k}": v for k, v in evaluate(self.plan, *val, start=start_op).items()})
-        logs["lr"] = self.updater.lr(epoch)
+        logs["lr"] = self.updater.rate.used  # the rate the epoch's (last) update used
         logs["seconds"] = pos.seconds + time.perf_counter() - tick
         return logs
 
     def train_step(self, x: np.ndarray, y: np.ndarray, epoch: int, start_op: int = 0) -> tuple[float, float | None]:
+        """One update; returns the loss at the weights the step started from (data loss plus
+        activity and weight penalties, as Keras reports it) and the number of right answers."""
         plan, up = self.plan, self.updater
         first: list = []
 
@@ -200,16 +200,16 @@ class Trainer:
             if not first:  # accuracy at the point the step started from
                 first.append(plan.loss.correct(z, y))
             plan.backward(plan.loss.backward())
+            if up.regularizers:  # the weight penalty at the same weights as the data loss
+                loss += up.penalty()
             if up.closure_based:  # L-BFGS sees the whole objective, penalties included, unclipped
                 up.add_penalty_gradients()
-                loss += up.penalty() if up.regularizers else 0.0
             return loss
 
         # A diverging run overflows somewhere; the loop reports it as such, not as a NumPy warning.
         with np.errstate(over="ignore", invalid="ignore"):
             if up.closure_based:
                 loss = up.step_with_closure(epoch, loss_and_gradient)
-                loss -= up.penalty() if up.regularizers else 0.0  # reported like the other optimizers
             else:
                 loss = loss_and_gradient()
                 up.step(epoch)
@@ -221,7 +221,7 @@ class Trainer:
         cfg = self.cfg
         monitor = cfg.early_stopping.monitor if cfg.early_stopping else ("val_loss" if "val_loss" in logs else "loss")
         if monitor in logs:
-            self.updater.schedule.observe(float(logs[monitor]))
+            self.updater.rate.observe(float(logs[monitor]))
         if cfg.best and cfg.best in logs and improved(logs[cfg.best], self.state.best, cfg.best_mode):
             self.state.best, self.state.best_epoch = float(logs[cfg.best]), self.state.epoch
             logs["best"] = True
@@ -239,50 +239,33 @@ class Trainer:
             if self.state.es_wait >= max(es.patience, 1):  # Keras: stop after `patience` bad epochs
                 self.state.stopped_early = True
 
-    # ------------------------------------------------------------ state for checkpoints
+    # ------------------------------------------------------------ the loop's part of the run state
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """(JSON-able state, arrays): everything a resume needs besides weights and slots."""
+        """(JSON-able scalars, arrays): epoch, best-epoch and early-stopping counters, the
+        position inside the epoch, every RNG stream, early stopping's best weights."""
         st = self.state
         state = {k: v for k, v in asdict(st).items() if k not in ("history", "position")}
         state["position"] = asdict(st.position) if st.position is not None else None
-        state["global_step"] = self.updater.t
-        state["averaged"] = self.updater.averaged
-        state["schedule"] = self.updater.schedule.state_dict()
         state["rng_shuffle"] = get_state(self.shuffle_rng)
         state["rng_ops"] = {_op_key(op): get_state(op.rng) for op in self.plan.ops if op.rng is not None}
         arrays = {}
         if self.best_weights is not None:
             arrays["best_theta"], arrays["best_fixed"] = self.best_weights
-        if self.updater.averaged:
-            arrays["average"] = self.updater.average
-        if hasattr(self.updater.optimizer, "state_dict"):  # optimizers with internal state (L-BFGS)
-            scalars, opt_arrays = self.updater.optimizer.state_dict()
-            state["optimizer_state"] = scalars
-            arrays.update({f"optimizer_{k}": v for k, v in opt_arrays.items()})
         return state, arrays
 
-    def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray], history: list[dict]) -> None:
+    def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         st = self.state
         for key in ("epoch", "best", "best_epoch", "es_best", "es_wait", "stopped_early"):
             if key in state:
                 setattr(st, key, state[key])
         st.position = Position(**state["position"]) if state.get("position") else None
-        self.updater.t = int(state.get("global_step", self.updater.t))
-        self.updater.schedule.load_state_dict(state.get("schedule", {}))
         if "rng_shuffle" in state:
             set_state(self.shuffle_rng, state["rng_shuffle"])
         for op in self.plan.ops:
             if op.rng is not None and _op_key(op) in state.get("rng_ops", {}):
                 set_state(op.rng, state["rng_ops"][_op_key(op)])
-        self.updater.averaged = int(state.get("averaged", 0))
-        if "optimizer_state" in state and hasattr(self.updater.optimizer, "load_state_dict"):
-            opt_arrays = {k[len("optimizer_"):]: v for k, v in arrays.items() if k.startswith("optimizer_")}
-            self.updater.optimizer.load_state_dict(state["optimizer_state"], opt_arrays)
-        if self.updater.average is not None and "average" in arrays:
-            self.updater.average[...] = arrays["average"]
         if "best_theta" in arrays and arrays["best_theta"].shape == self.plan.theta.shape:
             self.best_weights = (arrays["best_theta"].copy(), arrays["best_fixed"].copy())
-        st.history = [dict(row) for row in history]
 
 
 def _op_key(op) -> str:

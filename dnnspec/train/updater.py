@@ -1,6 +1,9 @@
 """One optimizer step over the plan's flat trainable buffer: penalties, clipping, the update
 rule (per run of variables sharing a learning-rate multiplier), constraints, weight averaging.
-Slots are flat buffers too; per-variable views key them by scoped name."""
+Slots are flat buffers too; per-variable views key them by scoped name.
+
+The updater owns the step counter `t` (updates done); the run state (`dnnspec.runstate`) saves
+and restores it together with the slots and `state_dict()`'s parts."""
 
 from __future__ import annotations
 
@@ -8,17 +11,17 @@ import math
 
 import numpy as np
 
-from ..check.program import TrainConfig
 from ..plan import Plan
-from ..schedules import Warmup
+from ..program import TrainConfig
+from .rate import LearningRate
 
 
 class Updater:
     def __init__(self, plan: Plan, cfg: TrainConfig):
         self.plan, self.cfg = plan, cfg
         self.optimizer = cfg.optimizer.build()
-        schedule = cfg.schedule.build()
-        self.schedule = Warmup(schedule, cfg.warmup, cfg.warmup_start) if cfg.warmup else schedule
+        self.rate = LearningRate(cfg, self.optimizer.lr)
+        self._momentum_attr = momentum_attribute(self.optimizer)
         n = plan.theta.size
         self.state = {k: np.zeros(n, plan.dtype) for k in (*self.optimizer.slots, *self.optimizer.scratch)}
         names = plan.trainable_names
@@ -46,22 +49,6 @@ class Updater:
                 runs.append([a, b, mult])
         return [tuple(r) for r in runs if r[2] != 0.0]  # lr_mult 0: never updated
 
-    @property
-    def lr0(self) -> float:
-        return float(self.optimizer.lr)
-
-    def lr(self, epoch: int) -> float:
-        """The learning rate of the next update."""
-        k = self.t if self.cfg.schedule_per == "step" else epoch
-        return float(self.schedule(self.lr0, k))
-
-    def restarts_next(self, epoch: int) -> bool:
-        """Whether the schedule jumps back up after this epoch: the end of a cycle (SGDR)."""
-        k = self.t if self.cfg.schedule_per == "step" else epoch + 1
-        if k <= self.cfg.warmup or k == 0:
-            return False
-        return self.schedule(self.lr0, k) > self.schedule(self.lr0, k - 1)
-
     def penalty(self) -> float:
         """The regularization term of the loss (reported with it, as Keras does)."""
         v = self.plan.variables
@@ -83,12 +70,21 @@ class Updater:
             if norm > self.cfg.clip_norm:
                 plan.grad *= self.cfg.clip_norm / norm
 
+    def _begin_update(self, epoch: int) -> float:
+        """The rate (and any scheduled momentum) of the next update; counts it."""
+        if self._momentum_attr is not None:  # onecycle's cycle_momentum: SGD momentum or Adam's beta1
+            momentum = self.rate.momentum(self.t, epoch)
+            if momentum is not None:
+                setattr(self.optimizer, self._momentum_attr, momentum)
+        lr = self.rate.take(self.t, epoch)
+        self.t += 1
+        return lr
+
     def step(self, epoch: int) -> None:
         """One update from the gradient in plan.grad."""
         plan = self.plan
         self.finish_gradient()
-        lr = self.lr(epoch)
-        self.t += 1
+        lr = self._begin_update(epoch)
         for a, b, mult in self.segments:
             state = {k: v[a:b] for k, v in self.state.items()} if (a, b) != (0, plan.theta.size) else self.state
             self.optimizer.update(plan.theta[a:b], plan.grad[a:b], state, lr * mult, self.t)
@@ -96,8 +92,7 @@ class Updater:
 
     def step_with_closure(self, epoch: int, closure) -> float:
         """One update of an optimizer that re-evaluates the loss (L-BFGS); returns the first loss."""
-        lr = self.lr(epoch)
-        self.t += 1
+        lr = self._begin_update(epoch)
         loss = self.optimizer.step(self.plan.theta, self.plan.grad, closure, lr)
         self._after_update(epoch)
         return loss
@@ -131,3 +126,34 @@ class Updater:
             buf = self.state[slot]
             out[slot] = {n: buf[a:b].reshape(self.plan.infos[n].shape) for n, (a, b) in self.plan.offsets.items()}
         return out
+
+    # ------------------------------------------------------------ the updater's part of the run state
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able scalars, arrays) besides `t` and the slots: averaging, the schedule's
+        state, and an optimizer's internal state (L-BFGS history)."""
+        scalars = {"averaged": self.averaged, "schedule": self.rate.state_dict()}
+        arrays = {"average": self.average} if self.averaged else {}
+        if hasattr(self.optimizer, "state_dict"):
+            opt_scalars, opt_arrays = self.optimizer.state_dict()
+            scalars["optimizer_state"] = opt_scalars
+            arrays.update({f"optimizer_{k}": v for k, v in opt_arrays.items()})
+        return scalars, arrays
+
+    def load_state_dict(self, scalars: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.rate.load_state_dict(scalars.get("schedule", {}))
+        self.averaged = int(scalars.get("averaged", 0))
+        if self.average is not None and "average" in arrays:
+            self.average[...] = arrays["average"]
+        if "optimizer_state" in scalars and hasattr(self.optimizer, "load_state_dict"):
+            opt_arrays = {k[len("optimizer_"):]: v for k, v in arrays.items() if k.startswith("optimizer_")}
+            self.optimizer.load_state_dict(scalars["optimizer_state"], opt_arrays)
+
+
+def momentum_attribute(optimizer) -> str | None:
+    """The hyper-parameter a momentum schedule drives (torch: betas[0] if present, else momentum);
+    None for optimizers without one (plain sgd, adagrad, rmsprop without momentum)."""
+    if hasattr(optimizer, "beta1"):
+        return "beta1"
+    if getattr(optimizer, "momentum", 0.0) > 0.0:
+        return "momentum"
+    return None

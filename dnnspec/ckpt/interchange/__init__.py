@@ -1,37 +1,47 @@
 """Interchange: export dnnspec models to Keras, PyTorch, ONNX and NumPy files, and import weights back.
 
-One table, `FORMATS`, maps a format name to the module that reads or writes it. Exports take a
-`Model` (usually `dnnspec.load_checkpoint(path)`); the spec it carries gives the layer sequence,
-which each format maps op by op onto its own layers (tables keyed by catalogue name in each
-module, so an op without an equivalent is a clear error, never a silently different model).
+One table, `FORMATS`, maps a format name to the module that reads or writes it. Nothing here
+knows the `Model` API: every function takes the compiled program (`dnnspec.program.Program`:
+the op sequence, names, widths, the loss) and the variables (a dict scoped name -> ndarray),
+plus `step` (the number of updates done) where a format stores it (torch's
+`num_batches_tracked`). `dnnspec.cli.interchange` loads checkpoints and compiles specs. The
+program gives the layer sequence, which each format maps op by op onto its own layers (tables
+keyed by catalogue name in each module, so an op without an equivalent is a clear error, never a
+silently different model).
 
-Imports fill the variables of a model compiled from a spec. Files with layer structure (Keras,
-PyTorch) are matched by kind and order, the way Keras' own weight loader matches: the n-th dense
-layer of the source goes to the n-th dense-like op of the spec (dense, dropconnect, maxout), the
-n-th batch norm to the n-th batch norm, the n-th PReLU to the n-th PReLU. NumPy files are
-matched by scoped name. Every import returns an `ImportReport`: which source tensor went to
+Imports fill the variables of a model compiled from a spec (its arrays, written in place). Files
+with layer structure (Keras, PyTorch) are matched by kind and order, the way Keras' own weight
+loader matches: the n-th dense layer of the source goes to the n-th dense-like op of the spec
+(dense, dropconnect, maxout), the n-th batch norm to the n-th batch norm, the n-th PReLU to the
+n-th PReLU. NumPy files are matched by scoped name. Every import returns an `ImportReport`: which source tensor went to
 which variable, transposed or not. A scope pattern (a regex matched from the start of the
 dnnspec variable names, as `freeze` uses) limits the import to some layers, e.g. the lower
 layers of a Keras or PyTorch model, to be frozen and reused.
 
 Optional libraries are imported inside functions only; a missing one is a `UserError` naming the
-extra to install.
+extra to install. Files are written through `dnnspec.fileio.atomic_write`; any failure to read a
+source file (truncated, damaged, not of the format) is a `CheckpointError` naming it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ...errors import CheckpointError, UserError
+from ...fileio import atomic_write  # noqa: F401  (the format modules write through it)
+from ..hdf5 import existing_file, reading  # noqa: F401  (and read through these)
+
+if TYPE_CHECKING:  # the compiled spec; never imported at run time (ckpt/ does not depend on the checker)
+    from ...program import Program
+
+Variables = dict[str, np.ndarray]  # scoped variable name -> array (the model's own arrays, for imports)
 
 
 # ---------------------------------------------------------------- the format table
@@ -44,6 +54,7 @@ class Format:
     exporter: str | None  # function names in that module
     importer: str | None
     code: str | None = None  # function returning the equivalent model definition (Python source)
+    needs_step: bool = False  # the exporter stores the number of updates done (its `step` argument)
 
     def function(self, attr: str) -> Callable:
         return getattr(importlib.import_module(f"{__name__}.{self.module}"), attr)
@@ -57,7 +68,7 @@ FORMATS: dict[str, Format] = {
         Format("keras2", "legacy Keras 2 HDF5 weights (layer_names/weight_names, dense/kernel:0)", ".h5",
                "keras", "export_keras2", "read_keras", "keras2_model_code"),
         Format("torch", "safetensors state_dict of the equivalent torch.nn.Sequential", ".safetensors",
-               "torch", "export_torch", "read_torch", "torch_model_code"),
+               "torch", "export_torch", "read_torch", "torch_model_code", needs_step=True),
         Format("onnx", "ONNX inference graph (runs in onnxruntime)", ".onnx", "onnx", "export_onnx", None),
         Format("npz", "NumPy .npz of scoped variable names", ".npz", "npz", "export_npz", "read_npz"),
     )
@@ -92,33 +103,28 @@ def require(module: str, extra: str, action: str):
 
 
 # ---------------------------------------------------------------- exporting
-def export_model(model, fmt: str, path, **options) -> Path:
-    """Write `model` (a dnnspec Model) in format `fmt`; options are the format's (see its module)."""
+def export_model(program: Program, variables: Variables, fmt: str, path, *, step: int | None = None,
+                 **options) -> Path:
+    """Write the model (`program` and its `variables`) in format `fmt`; options are the format's.
+
+    `step` is the number of updates done; formats that store it (torch) require it.
+    """
     f = get_format(fmt)
     if not f.exporter:
         raise UserError(f"exporting to {fmt} is not supported")
-    return f.function(f.exporter)(model, Path(path), **options)
+    if f.needs_step:
+        if step is None:
+            raise TypeError(f"exporting to {fmt} needs step= (the number of updates done, which {fmt} files store)")
+        options["step"] = int(step)
+    return f.function(f.exporter)(program, variables, Path(path), **options)
 
 
-def model_code(model, fmt: str, weights: str | None = None, probabilities: bool = False) -> str:
-    """Python source defining the model equivalent to `model` in the target library."""
+def model_code(program: Program, fmt: str, weights: str | None = None, probabilities: bool = False) -> str:
+    """Python source defining the model equivalent to `program` in the target library."""
     f = get_format(fmt)
     if not f.code:
         raise UserError(f"{fmt} files carry their own graph: there is no model code to write")
-    return f.function(f.code)(model.program, weights=weights, probabilities=probabilities)
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[Path]:
-    """A temporary path in the target's folder, renamed over `path` only if writing succeeded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return f.function(f.code)(program, weights=weights, probabilities=probabilities)
 
 
 def layer_names(program) -> list[str]:
@@ -217,34 +223,41 @@ class ImportReport:
         return "\n".join(out)
 
 
-def import_into(model, fmt: str, path, scope: str | None = None) -> ImportReport:
-    """Fill `model`'s variables from a file of format `fmt`; nothing changes if anything does not fit."""
+def import_into(program: Program, variables: Variables, fmt: str, path, scope: str | None = None) -> ImportReport:
+    """Fill `variables` (the model's arrays, written in place) from a file of format `fmt`.
+
+    `program` gives the op sequence that layer-structured files are matched against. Nothing
+    changes if anything does not fit; a file that cannot be read is a CheckpointError naming it.
+    """
     f = get_format(fmt)
     if not f.importer:
         raise UserError(f"importing from {fmt} is not supported (only {', '.join(IMPORT_FORMATS)})")
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    path = existing_file(path, f"{fmt} file")
     source = f.function(f.importer)(path)
     if isinstance(source, dict):  # named tensors (npz)
-        return assign_named(model, source, fmt, path, scope)
+        return assign_named(variables, source, fmt, path, scope)
     layers, notes = source
-    report = assign_layers(model, layers, fmt, path, scope)
+    report = assign_layers(program, variables, layers, fmt, path, scope)
     report.notes[:0] = notes
     return report
 
 
-def _scope_filter(model, scope: str | None) -> Callable[[str], bool]:
+def _scope_filter(variables: Variables, scope: str | None) -> Callable[[str], bool]:
     if not scope:
         return lambda name: True
     try:
         rx = re.compile(scope)
     except re.error as e:
         raise UserError(f"invalid scope pattern '{scope}': {e}") from None
-    if not any(rx.match(n) for n in model.variables):
+    if not any(rx.match(n) for n in variables):
         raise UserError(f"scope '{scope}' matches no variable of the model; its variables: "
-                        + ", ".join(model.variables))
+                        + ", ".join(variables))
     return lambda name: rx.match(name) is not None
+
+
+def _numbers(value) -> bool:
+    """Whether an array read from a file holds numbers (not strings, objects or structs)."""
+    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
 
 
 def _fits(value: np.ndarray, target: np.ndarray, local: str) -> np.ndarray | None:
@@ -257,23 +270,26 @@ def _fits(value: np.ndarray, target: np.ndarray, local: str) -> np.ndarray | Non
     return None
 
 
-def _commit(model, planned: list[tuple[str, np.ndarray]], errors: list[str], fmt, path) -> None:
+def _commit(variables: Variables, planned: list[tuple[str, np.ndarray]], errors: list[str], fmt, path) -> None:
     if errors:
         raise CheckpointError(f"{path}: cannot import from {fmt}:\n  " + "\n  ".join(errors))
     for name, value in planned:
-        model.variables[name][...] = value
+        variables[name][...] = value
 
 
-def assign_named(model, tensors: dict[str, np.ndarray], fmt: str, path, scope: str | None = None) -> ImportReport:
-    """Import tensors named by dnnspec scoped names (npz)."""
-    wanted = _scope_filter(model, scope)
+def assign_named(variables: Variables, tensors: dict[str, np.ndarray], fmt: str, path,
+                 scope: str | None = None) -> ImportReport:
+    """Import tensors named by dnnspec scoped names (npz) into `variables` (in place)."""
+    wanted = _scope_filter(variables, scope)
     report = ImportReport(fmt, str(path), scope=scope)
     planned, errors = [], []
-    for name, arr in model.variables.items():
+    for name, arr in variables.items():
         if not wanted(name):
             report.kept.append(name)
         elif name not in tensors:
             errors.append(f"no tensor '{name}' in the file (it has: {', '.join(tensors) or 'nothing'})")
+        elif not _numbers(tensors[name]):
+            errors.append(f"tensor '{name}' holds {np.asarray(tensors[name]).dtype} values, not numbers")
         elif tensors[name].shape != arr.shape:
             errors.append(f"tensor '{name}' has shape {tensors[name].shape}, the model's variable {arr.shape}")
         else:
@@ -281,13 +297,14 @@ def assign_named(model, tensors: dict[str, np.ndarray], fmt: str, path, scope: s
             report.rows.append(Transfer(name, name, arr.shape))
     used = {n for n, _ in planned}
     report.unused = [n for n in tensors if n not in used]
-    _commit(model, planned, errors, fmt, path)
+    _commit(variables, planned, errors, fmt, path)
     return report
 
 
-def assign_layers(model, layers: list[SourceLayer], fmt: str, path, scope: str | None = None) -> ImportReport:
+def assign_layers(program: Program, variables: Variables, layers: list[SourceLayer], fmt: str, path,
+                  scope: str | None = None) -> ImportReport:
     """Import layer-structured tensors: the n-th source layer of a kind fills the n-th op of that kind."""
-    wanted = _scope_filter(model, scope)
+    wanted = _scope_filter(variables, scope)
     report = ImportReport(fmt, str(path), scope=scope)
     by_kind: dict[str, list[SourceLayer]] = {}
     for layer in layers:
@@ -295,7 +312,7 @@ def assign_layers(model, layers: list[SourceLayer], fmt: str, path, scope: str |
     seen: dict[str, int] = {}
     used: set[int] = set()
     planned, errors = [], []
-    for spec in model.program.ops:
+    for spec in program.ops:
         if not spec.variables:
             continue
         targets = spec.variable_names()
@@ -317,22 +334,22 @@ def assign_layers(model, layers: list[SourceLayer], fmt: str, path, scope: str |
             continue
         layer = sources[i]
         used.add(id(layer))
-        errors.extend(_match_layer(model, spec, layer, wanted, planned, report))
+        errors.extend(_match_layer(variables, spec, layer, wanted, planned, report))
     for layer in layers:
         if id(layer) not in used:
             report.unused.extend(t.name for t in layer.tensors)
         report.unused.extend(layer.ignored)
-    bns = [s for s in model.program.ops if s.kind == "batchnorm" and any(wanted(t) for t in s.variable_names())]
+    bns = [s for s in program.ops if s.kind == "batchnorm" and any(wanted(t) for t in s.variable_names())]
     if bns:
         eps = ", ".join(sorted({f"{s.build().epsilon:g}" for s in bns}))
         default = "torch's default is 1e-5" if fmt == "torch" else "Keras' default is 1e-3"
         report.notes.append(f"batch norm epsilon is not stored in {fmt} weight files: the spec's ({eps}) is used "
                             f"({default}); predictions match only if the source model used the same")
-    _commit(model, planned, errors, fmt, path)
+    _commit(variables, planned, errors, fmt, path)
     return report
 
 
-def _match_layer(model, spec, layer: SourceLayer, wanted, planned, report) -> list[str]:
+def _match_layer(variables: Variables, spec, layer: SourceLayer, wanted, planned, report) -> list[str]:
     locals_ = list(spec.variables)
     errors = []
     if all(t.local is None for t in layer.tensors):  # positional (Keras 3): the op's variable order
@@ -353,7 +370,10 @@ def _match_layer(model, spec, layer: SourceLayer, wanted, planned, report) -> li
         if not wanted(target):
             report.unused.append(t.name)
             continue
-        arr = model.variables[target]
+        arr = variables[target]
+        if not _numbers(t.value):
+            errors.append(f"source tensor '{t.name}' holds {np.asarray(t.value).dtype} values, not numbers")
+            continue
         value = _fits(t.value, arr, local)
         if value is None:
             shown = (f"shape {t.source_shape}, transposed to {t.value.shape}" if t.transposed
@@ -369,21 +389,3 @@ def _match_layer(model, spec, layer: SourceLayer, wanted, planned, report) -> li
 def natural_key(text: str) -> list:
     """Sort key comparing digit runs as numbers: dense_2 < dense_10, 2.weight < 10.weight."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
-
-
-# ---------------------------------------------------------------- the file-level helpers
-def export_checkpoint(checkpoint, fmt: str, out, **options) -> Path:
-    """Load a dnnspec checkpoint and export it."""
-    from ...api import load_checkpoint
-
-    return export_model(load_checkpoint(checkpoint), fmt, out, **options)
-
-
-def import_file(source, fmt: str, spec, out, scope: str | None = None, overrides=()) -> ImportReport:
-    """Compile `spec`, fill its variables from `source`, save a dnnspec checkpoint at `out`."""
-    from ...api import compile_file
-
-    model = compile_file(spec, overrides)
-    report = import_into(model, fmt, source, scope)
-    model.save(out)
-    return report

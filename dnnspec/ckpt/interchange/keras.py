@@ -27,11 +27,16 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UserError
-from . import SourceLayer, SourceTensor, atomic_write, float32, layer_names, natural_key, output_function, require
+from . import (SourceLayer, SourceTensor, Variables, atomic_write, float32, layer_names, natural_key, output_function,
+               reading, require)
+
+if TYPE_CHECKING:
+    from ...program import Program
 
 HDF5_OBJECT_HEADER_LIMIT = 64512  # bytes per attribute; longer name lists are chunked (as Keras does)
 
@@ -141,7 +146,7 @@ KERAS_LAYERS = {
 }
 
 
-def keras_layers(program, probabilities: bool = False, version: int = 3) -> list[KerasLayer]:
+def keras_layers(program: Program, probabilities: bool = False, version: int = 3) -> list[KerasLayer]:
     """The Keras layers equivalent to the spec's ops, in order."""
     out = []
     for spec, name in zip(program.ops, layer_names(program)):
@@ -155,7 +160,7 @@ def keras_layers(program, probabilities: bool = False, version: int = 3) -> list
     return out
 
 
-def _code(program, weights, probabilities, version) -> str:
+def _code(program: Program, weights, probabilities, version) -> str:
     lines = [f"# The dnnspec model '{program.model_name}' as a keras.Sequential (Keras {version}).",
              "# Layer names are dnnspec's scoped op names with '/' -> '_'.",
              "import keras",
@@ -170,17 +175,17 @@ def _code(program, weights, probabilities, version) -> str:
     return "\n".join(lines) + "\n"
 
 
-def keras_model_code(program, weights=None, probabilities: bool = False) -> str:
+def keras_model_code(program: Program, weights=None, probabilities: bool = False) -> str:
     """Python source of the equivalent Keras 3 model (`model.load_weights` takes the export)."""
     return _code(program, weights, probabilities, 3)
 
 
-def keras2_model_code(program, weights=None, probabilities: bool = False) -> str:
+def keras2_model_code(program: Program, weights=None, probabilities: bool = False) -> str:
     """The same for Keras 2 (tf.keras <= 2.15); Keras 3 runs it too and loads the legacy file."""
     return _code(program, weights, probabilities, 2)
 
 
-def keras_model(program, probabilities: bool = False):
+def keras_model(program: Program, probabilities: bool = False):
     """Build the equivalent keras.Sequential (needs Keras)."""
     require("keras", "keras", "building the Keras model")
     scope: dict = {}
@@ -188,7 +193,7 @@ def keras_model(program, probabilities: bool = False):
     return scope["model"]
 
 
-def keras_config_json(program, probabilities: bool = False) -> str:
+def keras_config_json(program: Program, probabilities: bool = False) -> str:
     """The Keras model config (`keras.models.model_from_json` rebuilds the model from it)."""
     return keras_model(program, probabilities).to_json(indent=2)
 
@@ -201,13 +206,12 @@ def _snake(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def export_keras3(model, path: Path, probabilities: bool = False) -> Path:
+def export_keras3(program: Program, variables: Variables, path: Path, probabilities: bool = False) -> Path:
     """Keras 3 `.weights.h5` for `keras_model_code(...)`'s model."""
     import h5py
 
     if not str(path).endswith(".weights.h5"):
         raise UserError(f"{path}: Keras 3 loads weights only from files named *.weights.h5")
-    program = model.program
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         top = f.create_group("layers")
         used: dict[str, int] = {}
@@ -217,7 +221,7 @@ def export_keras3(model, path: Path, probabilities: bool = False) -> Path:
             group = top.create_group(key if used[key] == 0 else f"{key}_{used[key]}").create_group("vars")
             group.attrs["name"] = layer.name
             for i, var in enumerate(layer.weights):
-                group.create_dataset(str(i), data=float32(model.variables[var]))
+                group.create_dataset(str(i), data=float32(variables[var]))
         f.create_group("vars").attrs["name"] = program.model_name
     return path
 
@@ -246,14 +250,14 @@ def _load_names(group, name: str) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def export_keras2(model, path: Path, probabilities: bool = False) -> Path:
+def export_keras2(program: Program, variables: Variables, path: Path, probabilities: bool = False) -> Path:
     """Legacy Keras 2 HDF5 weights for `keras2_model_code(...)`'s model."""
     import h5py
 
     if str(path).endswith(".weights.h5") or not str(path).endswith((".h5", ".hdf5")):
         raise UserError(f"{path}: a legacy Keras 2 weights file must end in .h5 (and not .weights.h5, "
                         "which Keras 3 reads as its own format)")
-    layers = keras_layers(model.program, probabilities, 2)
+    layers = keras_layers(program, probabilities, 2)
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         _save_names(f, "layer_names", [layer.name for layer in layers])
         f.attrs["backend"] = b"tensorflow"
@@ -263,7 +267,7 @@ def export_keras2(model, path: Path, probabilities: bool = False) -> Path:
             names = [f"{layer.name}/{var.rsplit('/', 1)[1]}:0" for var in layer.weights]
             _save_names(g, "weight_names", names)
             for n, var in zip(names, layer.weights):
-                g.create_dataset(n, data=float32(model.variables[var]))
+                g.create_dataset(n, data=float32(variables[var]))
     return path
 
 
@@ -286,9 +290,11 @@ def read_keras(path: Path):
     import h5py
 
     notes = []
-    try:
+    with reading(path, "not a readable Keras weights file"):
         if zipfile.is_zipfile(path):  # a .keras archive holds model.weights.h5
             with zipfile.ZipFile(path) as z:
+                if "model.weights.h5" not in z.namelist():
+                    raise UserError(f"{path}: a zip archive without model.weights.h5, so not a .keras file")
                 handle = io.BytesIO(z.read("model.weights.h5"))
         else:
             handle = path
@@ -303,8 +309,6 @@ def read_keras(path: Path):
             if root.attrs.get("format") == "dnnspec":
                 raise UserError(f"{path}: a dnnspec checkpoint, not a Keras file: load it with "
                                 "dnnspec.load_checkpoint or `reuse` it in a spec")
-    except (OSError, KeyError) as e:
-        raise UserError(f"{path}: not a readable Keras weights file ({e})") from None
     raise UserError(f"{path}: not a Keras weights file (neither a Keras 3 'layers' group nor a Keras 2 "
                     "'layer_names' attribute)")
 

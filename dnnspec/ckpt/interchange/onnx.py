@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UserError
 from ...ops.activations import SELU_ALPHA, SELU_LAMBDA
-from . import atomic_write, output_function, require
+from ...version import __version__
+from . import Variables, atomic_write, output_function, require
+
+if TYPE_CHECKING:
+    from ...program import Program
 
 DEFAULT_OPSET = 17
 
@@ -36,8 +41,8 @@ DEFAULT_OPSET = 17
 class _Graph:
     """Nodes and initializers of the graph being built; arrays stay editable until `build` (folding)."""
 
-    def __init__(self, model, opset: int, fold: bool):
-        self.model, self.opset, self.fold = model, opset, fold
+    def __init__(self, variables: Variables, opset: int, fold: bool):
+        self.variables, self.opset, self.fold = variables, opset, fold
         self.nodes: list[dict] = []  # {"op", "inputs", "outputs", "attrs"}
         self.arrays: dict[str, np.ndarray] = {}
         self.affine: dict | None = None  # the last Gemm/MatMul node and its arrays, for folding
@@ -48,7 +53,7 @@ class _Graph:
         return name
 
     def var(self, name: str) -> str:
-        return self.const(name, self.model.variables[name])
+        return self.const(name, self.variables[name])
 
     def node(self, op: str, inputs: list[str], **attrs) -> str:
         self._n += 1
@@ -83,7 +88,7 @@ def _maxout(g: _Graph, spec, op, x: str) -> str:
 
 
 def _batchnorm(g: _Graph, spec, op, x: str) -> str:
-    v, n = g.model.variables, spec.n_in
+    v, n = g.variables, spec.n_in
     gamma = v[f"{spec.name}/gamma"] if op.scale else np.ones(n)
     beta = v[f"{spec.name}/beta"] if op.center else np.zeros(n)
     mean, var = v[f"{spec.name}/moving_mean"], v[f"{spec.name}/moving_variance"]
@@ -166,17 +171,15 @@ ONNX_OPS = {
 OUTPUT_OPS = {"softmax": _op("Softmax", axis=1), "sigmoid": _op("Sigmoid")}
 
 
-def onnx_model(model, probabilities: bool = False, fold_batchnorm: bool = False, opset: int = DEFAULT_OPSET):
+def onnx_model(program: Program, variables: Variables, probabilities: bool = False, fold_batchnorm: bool = False,
+               opset: int = DEFAULT_OPSET):
     """The model's inference graph as an `onnx.ModelProto` (checked by onnx.checker)."""
     onnx = require("onnx", "onnx", "exporting to onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from ... import __version__
-
     if not 13 <= opset <= onnx.defs.onnx_opset_version():
         raise UserError(f"opset {opset} is not supported: choose 13 to {onnx.defs.onnx_opset_version()}")
-    program = model.program
-    g = _Graph(model, opset, fold_batchnorm)
+    g = _Graph(variables, opset, fold_batchnorm)
     x = program.input_name
     for spec in program.ops:
         build = ONNX_OPS.get(spec.kind)
@@ -207,11 +210,11 @@ def onnx_model(model, probabilities: bool = False, fold_batchnorm: bool = False,
     return proto
 
 
-def export_onnx(model, path: Path, probabilities: bool = False, fold_batchnorm: bool = False,
-                opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(program: Program, variables: Variables, path: Path, probabilities: bool = False,
+                fold_batchnorm: bool = False, opset: int = DEFAULT_OPSET) -> Path:
     """Write the inference graph to an .onnx file."""
     onnx = require("onnx", "onnx", "exporting to onnx")
-    proto = onnx_model(model, probabilities, fold_batchnorm, opset)
+    proto = onnx_model(program, variables, probabilities, fold_batchnorm, opset)
     with atomic_write(path) as tmp:
         onnx.save(proto, str(tmp))
     return path

@@ -26,11 +26,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import UserError
-from . import SourceLayer, SourceTensor, atomic_write, float32, natural_key, output_function, require
+from . import (SourceLayer, SourceTensor, Variables, atomic_write, float32, natural_key, output_function, reading,
+               require)
+
+if TYPE_CHECKING:
+    from ...program import Program
 
 
 @dataclass
@@ -121,7 +126,8 @@ TORCH_MODULES = {
 OUTPUT_MODULES = {"softmax": "nn.Softmax(dim=1)", "sigmoid": "nn.Sigmoid()"}
 
 
-def torch_modules(program, variables=None, step: int = 0, probabilities: bool = False) -> list[TorchModule]:
+def torch_modules(program: Program, variables: Variables | None = None, step: int = 0,
+                  probabilities: bool = False) -> list[TorchModule]:
     """The torch modules equivalent to the spec's ops, in order (with their parameter values)."""
     if variables is None:  # code only: shapes suffice
         variables = {f"{s.name}/{local}": np.zeros(v.shape) for s in program.ops for local, v in s.variables.items()}
@@ -137,7 +143,7 @@ def torch_modules(program, variables=None, step: int = 0, probabilities: bool = 
     return out
 
 
-def torch_model_code(program, weights=None, probabilities: bool = False) -> str:
+def torch_model_code(program: Program, weights=None, probabilities: bool = False) -> str:
     """Python source of the equivalent torch.nn.Sequential (`load_state_dict` takes the export)."""
     lines = [f"# The dnnspec model '{program.model_name}' as a torch.nn.Sequential "
              f"(input: {program.input_name}[{program.input_width}]).",
@@ -155,11 +161,12 @@ def torch_model_code(program, weights=None, probabilities: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def state_dict(model, probabilities: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(name -> array, name -> dnnspec variable) of the equivalent Sequential."""
-    step = int(model.trainer.updater.t)
+def state_dict(program: Program, variables: Variables, step: int,
+               probabilities: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(name -> array, name -> dnnspec variable) of the equivalent Sequential; `step` (the updates
+    done) is every BatchNorm1d's num_batches_tracked."""
     tensors, origin = {}, {}
-    for i, m in enumerate(torch_modules(model.program, model.variables, step, probabilities)):
+    for i, m in enumerate(torch_modules(program, variables, int(step), probabilities)):
         for pname, (var, value) in m.params.items():
             key = f"{i}.{pname}"
             tensors[key] = value if value.dtype == np.int64 else float32(value)
@@ -167,11 +174,13 @@ def state_dict(model, probabilities: bool = False) -> tuple[dict[str, np.ndarray
     return tensors, origin
 
 
-def export_torch(model, path: Path, probabilities: bool = False) -> Path:
-    """A safetensors state_dict for `torch_model_code(...)`'s model; metadata maps names back to dnnspec's."""
+def export_torch(program: Program, variables: Variables, path: Path, step: int, probabilities: bool = False) -> Path:
+    """A safetensors state_dict for `torch_model_code(...)`'s model; metadata maps names back to dnnspec's.
+
+    `step`, the number of updates done, becomes num_batches_tracked."""
     st = require("safetensors.numpy", "torch", "exporting to torch")
-    tensors, origin = state_dict(model, probabilities)
-    metadata = {"format": "pt", "dnnspec_model": model.program.model_name,
+    tensors, origin = state_dict(program, variables, step, probabilities)
+    metadata = {"format": "pt", "dnnspec_model": program.model_name,
                 "dnnspec_variables": json.dumps({k: v for k, v in origin.items() if v})}
     with atomic_write(path) as tmp:
         st.save_file(tensors, str(tmp), metadata=metadata)
@@ -188,18 +197,16 @@ def read_torch(path: Path):
         raise UserError(f"{path}: pickled torch files are not read (loading them can run code); save a "
                         "safetensors file: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
     st = require("safetensors.numpy", "torch", "importing from torch")
-    try:
+    with reading(path, "not a readable safetensors file"):  # safetensors raises its own error types
         tensors = st.load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for damaged headers
-        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
-    modules: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in tensors.items():
-        prefix, _, pname = key.rpartition(".")
-        modules.setdefault(prefix, {})[pname] = value
-    layers = []
-    for prefix in sorted(modules, key=natural_key):
-        params = modules[prefix]
-        layers.append(_layer(prefix, params))
+        modules: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in tensors.items():
+            prefix, _, pname = key.rpartition(".")
+            modules.setdefault(prefix, {})[pname] = np.asarray(value)
+        layers = []
+        for prefix in sorted(modules, key=natural_key):
+            params = modules[prefix]
+            layers.append(_layer(prefix, params))
     return layers, []
 
 
