@@ -45,6 +45,17 @@ class Optimizer:
 Beta = Float(ge=0, lt=1)  # a decay rate of a running average
 
 
+def momentum_attribute(optimizer) -> str | None:
+    """The hyper-parameter a momentum schedule (onecycle) drives: beta1 where there is one, else
+    momentum (torch: betas[0], else momentum); None for optimizers without one (sgd, adagrad,
+    rmsprop without momentum, whose slots would not exist)."""
+    if hasattr(optimizer, "beta1"):
+        return "beta1"
+    if getattr(optimizer, "momentum", 0.0) > 0.0:
+        return "momentum"
+    return None
+
+
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
     """Plain gradient descent: p -= lr·g (Robbins & Monro 1951)."""
@@ -281,6 +292,14 @@ class NAdam(Optimizer):
             prod *= self.mu(i)
         self._prod = (t, prod)
         return prod
+
+    def state_dict(self) -> tuple[dict, dict]:
+        """Π μ_i so far: with a cycled beta1 (onecycle) it cannot be recomputed on resume."""
+        return {"mu_product": list(self._prod)}, {}
+
+    def load_state_dict(self, scalars: dict, arrays: dict) -> None:
+        t, prod = scalars["mu_product"]
+        self._prod = (int(t), float(prod))
 
     def update(self, p, g, state, lr, t):
         lr, t = float(lr), int(t)

@@ -125,3 +125,135 @@ def test_subprocess_spec_error_exit_code(in_tmp):
     (in_tmp / "bad.dnn").write_text("model m {\n    input x[2]\n    dense(0)\n}\n")
     proc = subprocess.run([sys.executable, "-m", "dnnspec", "check", "bad.dnn"], capture_output=True, text=True)
     assert proc.returncode == 2 and "bad.dnn:3:11: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- every diagnostic names its file
+
+def test_whole_file_error_starts_with_the_file(in_tmp):
+    """A diagnostic without a position (no model) still starts with the file, as a compiler's does."""
+    (in_tmp / "specs").mkdir()
+    (in_tmp / "specs" / "x.dnn").write_text("let a = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "dnnspec", "check", "specs/x.dnn"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "specs/x.dnn: error: the spec declares no model [E041]", proc.stderr
+    assert lines[1] == "  hint: add `model NAME { input x[WIDTH] ... }`"
+
+
+def test_whole_file_warning_starts_with_the_file(runner, in_tmp):
+    path = in_tmp / "lb.dnn"
+    path.write_text("model m {\n    input x[2]\n    dense(3)\n}\n\ntrain {\n    optimizer lbfgs\n    clip_norm 1.0\n}\n")
+    result = runner.invoke(main, ["check", str(path)])
+    assert result.exit_code == 0
+    assert f"{path}: warning: lbfgs ignores clip_norm/clip_value" in result.stderr, result.stderr
+
+
+BAD_SPECS = sorted((ROOT / "tests" / "bad_specs").glob("*.dnn"))
+
+
+@pytest.mark.parametrize("path", BAD_SPECS, ids=[p.stem for p in BAD_SPECS])
+def test_every_diagnostic_line_starts_with_its_file(runner, path):
+    result = runner.invoke(main, ["check", str(path)])
+    assert result.exit_code == 2
+    heads = [line for line in result.stderr.splitlines() if ": error: " in line or ": warning: " in line]
+    assert heads, result.stderr
+    for line in heads:
+        assert line.startswith(f"{path}:"), result.stderr
+
+
+# ---------------------------------------------------------------- --set errors read like a file's
+
+def _check_with(runner, spec, *overrides):
+    args = ["check", str(spec)]
+    for o in overrides:
+        args += ["--set", o]
+    result = runner.invoke(main, args)
+    assert "Traceback" not in result.output
+    return result
+
+
+def _caret_col(out: str, head: str) -> int:
+    """The 1-based column, in the source line under `head`, that the caret line points at."""
+    lines = out.splitlines()
+    i = lines.index(head)
+    source, caret = lines[i + 1], lines[i + 2]
+    gutter = source.index("| ") + 2
+    return caret.index("^") - gutter + 1
+
+
+def test_override_syntax_error_names_override_column_and_expected(runner, spec):
+    result = _check_with(runner, spec, "train.epochs=(")
+    assert result.exit_code == 2
+    out = result.stderr
+    head = "--set train.epochs=(:1:15: error: syntax error: unexpected end of input [E001]"
+    assert head in out.splitlines(), out
+    assert "   1 | train.epochs=(" in out
+    assert _caret_col(out, head) == 15  # just past the '(' of KEY=VALUE, where a value must come
+    assert "  hint: expected '(', '+', '-', '[', 'false', 'true', a name, a number" in out
+
+
+def test_override_syntax_error_inside_the_value(runner, spec):
+    result = _check_with(runner, spec, "train.optimizer=adam(lr=0.1")
+    out = result.stderr
+    head = "--set train.optimizer=adam(lr=0.1:1:28: error: syntax error: unexpected end of input [E001]"
+    assert result.exit_code == 2 and head in out.splitlines(), out
+    assert _caret_col(out, head) == 28 and "expected ')'" in out
+    result = _check_with(runner, spec, "train.epochs=3 4")
+    head = "--set train.epochs=3 4:1:16: error: syntax error: unexpected '4' [E001]"
+    assert head in result.stderr.splitlines(), result.stderr
+    assert _caret_col(result.stderr, head) == 16
+
+
+def test_override_value_errors_point_into_key_value(runner, spec):
+    result = _check_with(runner, spec, "train.optimizer.lr=-1")
+    head = "--set train.optimizer.lr=-1:1:20: error: 'lr' of optimizer 'adam' must be > 0, got -1 [E030]"
+    assert result.exit_code == 2 and head in result.stderr.splitlines(), result.stderr
+    assert _caret_col(result.stderr, head) == 20
+
+
+def test_override_unknown_key(runner, spec):
+    result = _check_with(runner, spec, "trian.epochs=3")
+    head = "--set trian.epochs=3:1:1: error: unknown override key 'trian.epochs' [E055]"
+    assert result.exit_code == 2 and head in result.stderr.splitlines(), result.stderr
+    assert "   1 | trian.epochs=3" in result.stderr and "^~~~~~~~~~~~\n" in result.stderr
+    # an unknown train setting or parameter is reported at that part of the key, before the value
+    result = _check_with(runner, spec, "train.epohcs=(")
+    assert result.exit_code == 2
+    assert "--set train.epohcs=(:1:7: error: unknown train setting 'epohcs' — did you mean 'epochs'? [E050]" \
+        in result.stderr.splitlines() and "syntax error" not in result.stderr, result.stderr
+    result = _check_with(runner, spec, "train.optimizer.lrr=0.1")
+    assert "--set train.optimizer.lrr=0.1:1:17: error: unknown parameter 'lrr' for optimizer 'adam' [E021]" \
+        in result.stderr.splitlines() and "did you mean 'lr'?" in result.stderr, result.stderr
+    result = _check_with(runner, spec, "data.path=/x.npz")  # spirals reads no file
+    assert "--set data.path=/x.npz:1:6: error: unknown parameter 'path' for dataset 'spirals' [E021]" \
+        in result.stderr.splitlines(), result.stderr
+
+
+def test_override_missing_equals_and_empty_value(runner, spec):
+    result = _check_with(runner, spec, "train.epochs")
+    head = "--set train.epochs:1:13: error: override 'train.epochs' is not KEY=VALUE [E055]"
+    assert result.exit_code == 2 and head in result.stderr.splitlines(), result.stderr
+    assert _caret_col(result.stderr, head) == 13 and "expected '='" in result.stderr
+    result = _check_with(runner, spec, "train.epochs=")
+    head = "--set train.epochs=:1:14: error: override 'train.epochs' has no value [E055]"
+    assert result.exit_code == 2 and head in result.stderr.splitlines(), result.stderr
+    assert _caret_col(result.stderr, head) == 14 and "expected a value after '=' (int" in result.stderr
+    result = _check_with(runner, spec, "=3")
+    assert "--set =3:1:1: error: override '=3' is not KEY=VALUE [E055]" in result.stderr.splitlines()
+
+
+def test_several_bad_overrides_all_reported(runner, spec):
+    result = _check_with(runner, spec, "train.epochs=(", "train.batch=0")
+    assert result.exit_code == 2
+    assert "--set train.epochs=(:1:15: error:" in result.stderr
+    assert "--set train.batch=0:1:13: error: 'batch' must be >= 1, got 0 [E030]" in result.stderr
+    assert result.stderr.rstrip().endswith("2 errors")
+
+
+def test_unquoted_path_override_runs(runner, in_tmp):
+    """README: `--set data.path=/data/mnist.npz`; the path reaches the data loader unquoted."""
+    path = in_tmp / "m.dnn"
+    path.write_text('model m {\n    input x[784]\n    dense(10)\n}\n\ndata d = npz("missing.npz")\n')
+    result = runner.invoke(main, ["run", str(path), "--set", f"data.path={in_tmp}/other dir/x.npz"])
+    assert result.exit_code == 1, result.output  # a missing data file, not a spec error
+    assert f"{in_tmp}/other dir/x.npz" in result.stderr and "Traceback" not in result.output

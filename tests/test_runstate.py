@@ -188,3 +188,98 @@ def test_a_file_with_global_step_only_still_restores_it(in_tmp):
     fresh = dnnspec.compile_text(NET.format(epochs=2, batch=4, extra=""))
     fresh.restore(ckpt)
     assert fresh.step == 8 and json.dumps(ckpt.state)
+
+
+# ---------------------------------------------------------------- one list of train settings
+def test_every_train_config_field_comes_from_exactly_one_setting():
+    import dataclasses
+
+    from dnnspec.check.settings import TRAIN_KEYS
+    from dnnspec.program import TrainConfig
+
+    landed = []
+    for key, spec in TRAIN_KEYS.items():
+        if spec.value is not None or (spec.options and not spec.option_fields):
+            landed.append(spec.into or key)
+        landed.extend(spec.option_fields.values())
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert sorted(landed) == sorted(fields)  # none twice, none missing, none unknown
+
+
+def test_a_setting_reaches_the_config_from_the_table_alone(monkeypatch):
+    # the checker, --set and the config all derive from TRAIN_KEYS: an option mapped to a field
+    # is set by `--set train.KEY.OPTION=...` with no other change
+    model = dnnspec.compile_text(NET.format(epochs=1, batch=4, extra="    average ema"),
+                                 overrides=["train.average.decay=0.9", "train.schedule.per=step"])
+    cfg = model.program.train
+    assert (cfg.average, cfg.average_decay, cfg.schedule_per) == ("ema", 0.9, "step")
+
+
+# ---------------------------------------------------------------- 4. onecycle cycles momentum in a run
+ONECYCLE = """
+model lin {{
+    input x[3]
+    dense out(2)
+}}
+train {{
+    loss mse
+    optimizer {opt}
+    schedule onecycle(max_lr=0.05, total_steps=40) per=step
+    epochs 20
+    batch 8
+    shuffle false
+}}
+"""
+
+
+@pytest.mark.parametrize("opt", ["momentum(lr=0.01, momentum=0.9)", "nesterov(lr=0.01, momentum=0.9)",
+                                 "adam(lr=0.01)"])
+def test_onecycle_run_matches_torch_with_cycled_momentum(opt):
+    torch = pytest.importorskip("torch")
+    x, y = data(16)
+    model = dnnspec.compile_text(ONECYCLE.format(opt=opt))
+    lin = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(model.variables["out/kernel"].T))
+        lin.bias.copy_(torch.tensor(model.variables["out/bias"]))
+    name = opt.split("(")[0]
+    if name == "adam":
+        topt = torch.optim.Adam(lin.parameters(), lr=0.01, eps=model.trainer.updater.optimizer.epsilon)
+    else:
+        topt = torch.optim.SGD(lin.parameters(), lr=0.01, momentum=0.9, nesterov=name == "nesterov")
+    sched = torch.optim.lr_scheduler.OneCycleLR(topt, max_lr=0.05, total_steps=40)
+    xt, yt = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    for _ in range(20):  # 20 epochs of 2 batches: the 40 steps of the cycle
+        for b in range(0, 16, 8):
+            topt.zero_grad()
+            torch.nn.functional.mse_loss(lin(xt[b:b + 8]), yt[b:b + 8]).backward()
+            group = topt.param_groups[0]
+            used = group["betas"][0] if name == "adam" else group["momentum"]
+            topt.step()
+            sched.step()
+    model.fit(x, y)
+    np.testing.assert_allclose(model.variables["out/kernel"], lin.weight.detach().numpy().T, rtol=2e-4, atol=2e-6)
+    # the last update used the momentum torch's last update used
+    up = model.trainer.updater
+    assert getattr(up.optimizer, "beta1" if name == "adam" else "momentum") == pytest.approx(used, rel=1e-12)
+
+
+def test_onecycle_without_momentum_warns():
+    model = dnnspec.compile_text(ONECYCLE.format(opt="sgd(lr=0.01)"))
+    assert any(w.code == "W106" for w in model.program.warnings)
+    quiet = dnnspec.compile_text(ONECYCLE.format(opt="sgd(lr=0.01)").replace("total_steps=40)", "total_steps=40, cycle_momentum=false)"))
+    assert not any(w.code == "W106" for w in quiet.program.warnings)
+
+
+def test_nadam_with_cycled_beta1_resumes_exactly(in_tmp):
+    x, y = data(16)
+    spec = ONECYCLE.format(opt="nadam(lr=0.01)")
+    whole = dnnspec.compile_text(spec)
+    whole.fit(x, y)
+    first = dnnspec.compile_text(spec)
+    first.fit(x, y, epochs=7)
+    first.save("half.h5")
+    second = dnnspec.load_checkpoint("half.h5")
+    second.fit(x, y)
+    for n, v in whole.variables.items():
+        np.testing.assert_array_equal(v, second.variables[n])

@@ -6,6 +6,7 @@ Each lint is a function ``(program, diagnostics) -> None`` listed in `LINTS`.
 from __future__ import annotations
 
 from ..errors import Diagnostics
+from ..optim import momentum_attribute
 
 SATURATING = {"sigmoid", "tanh", "softsign", "hard_sigmoid"}
 
@@ -60,4 +61,16 @@ def lbfgs_full_batch(program, diags: Diagnostics) -> None:
                       "gradient and one learning rate)", None)
 
 
-LINTS = (deep_saturating, softmax_before_loss, dropout_last, bias_before_batchnorm, lbfgs_full_batch)
+def momentum_without_momentum(program, diags: Diagnostics) -> None:
+    """onecycle cycles momentum (torch's default), which some optimizers do not have."""
+    t = program.train
+    if not getattr(t.schedule.build(), "cycle_momentum", False):
+        return
+    if momentum_attribute(t.optimizer.build()) is None:
+        diags.warning("W106", f"onecycle's cycle_momentum has no effect: {t.optimizer.name} has no momentum to "
+                      "cycle (only the learning rate cycles)", None,
+                      hint="write cycle_momentum=false, or use momentum, nesterov or adam")
+
+
+LINTS = (deep_saturating, softmax_before_loss, dropout_last, bias_before_batchnorm, lbfgs_full_batch,
+         momentum_without_momentum)

@@ -22,6 +22,7 @@ from ..errors import Diagnostics, SpecError, Span
 from ..registry import REGISTRIES, suggest
 from ..syntax import ast
 from ..syntax.parser import parse_expr
+from .settings import TRAIN_KEYS
 from .values import annotation_text
 
 EXAMPLE = "e.g. --set train.epochs=3, --set train.optimizer.lr=0.01, --set data.path=other.npz"
@@ -38,7 +39,7 @@ class _Target:
     """What a key names: how to put a value there, and the value's declared type."""
 
     apply: Callable[[ast.Expr], ast.Spec]
-    annotation: Any = None  # None: not declared (a `let`, an unknown train key the checker reports)
+    annotation: Any = None  # None: not declared (a `let`; a parameter of an entry the checker finds unknown)
 
 
 def _override(spec: ast.Spec, text: str, diags: Diagnostics, sources: dict[str, str]) -> ast.Spec:
@@ -134,8 +135,6 @@ def _train_annotation(spec: ast.Spec, key: str, param: str | None, spans: list[S
     """The declared type of `train.KEY` or `train.KEY.PARAM`: None where it cannot be known (the
     file names an unknown optimizer, say: the checker reports that); `_BadKey` after an error for
     a key or parameter that does not exist."""
-    from .settings import TRAIN_KEYS
-
     entry = TRAIN_KEYS.get(key)
     if entry is None:
         best = suggest(key, TRAIN_KEYS)
@@ -144,7 +143,7 @@ def _train_annotation(spec: ast.Spec, key: str, param: str | None, spans: list[S
         raise _BadKey
     if param is None:
         return entry.value
-    kind = _KEY_KINDS.get(key)  # as `_set_setting_param`: the component's parameter, else an option
+    kind = _key_kind(key)  # as `_set_setting_param`: the component's parameter, else an option
     if kind is not None:
         current = _setting(spec, key)
         v = current.value if current is not None else None
@@ -212,23 +211,25 @@ def _set_train(spec: ast.Spec, key: str, param: str | None, value: ast.Expr, spa
     return replace(spec, statements=(*spec.statements, new_train))
 
 
-# Which registry a train key's value lives in, so `train.optimizer.lr` edits the call's `lr`.
-_KEY_KINDS = {"loss": "loss", "optimizer": "optimizer", "schedule": "schedule",
-              "regularize": "regularizer", "constrain": "constraint"}
+def _key_kind(key: str) -> str | None:
+    """The registry a train key's value lives in (from the settings table), so
+    `train.optimizer.lr` edits the call's `lr`."""
+    entry = TRAIN_KEYS.get(key)
+    return getattr(entry.value, "kind", None) if entry is not None else None
 
 
 def _set_setting_param(setting: ast.Setting, param: str, value: ast.Expr, spans: list[Span]) -> ast.Setting:
-    kind = _KEY_KINDS.get(setting.key)
+    kind = _key_kind(setting.key)
     v = setting.value
     if kind is not None and isinstance(v, (ast.Call, ast.Name)) and _has_param(kind, v, param):
         call = v if isinstance(v, ast.Call) else ast.Call(v.id, span=v.span)
         return replace(setting, value=set_call_param(call, param, value, kind, spans[2]))
     if kind is not None and v is None:  # the key was absent: start from its default entry
-        from .settings import TRAIN_KEYS
-
         call = ast.Call(str(TRAIN_KEYS[setting.key].default), span=spans[1])
         if _has_param(kind, call, param):
             return replace(setting, value=set_call_param(call, param, value, kind, spans[2]))
+        if call.name in REGISTRIES[kind]:  # an option (`train.schedule.per=step`): keep the default value
+            setting = replace(setting, value=ast.Name(call.name, span=spans[1]))
     kwargs = [k for k in setting.kwargs if k.name != param] + [ast.Kwarg(param, value, spans[2])]
     return replace(setting, kwargs=tuple(kwargs))
 

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,14 +138,22 @@ def _is_number(v) -> bool:
 
 
 def existing_file(path: str | os.PathLike, what: str = "checkpoint file") -> Path:
-    """`path` as a Path if it is an existing regular file, else a CheckpointError saying what it is."""
+    """`path` as a Path if it is a readable, non-empty regular file, else a CheckpointError saying what it is."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise CheckpointError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or reason(e)})") from e
+    if stat.S_ISDIR(st.st_mode):
         raise CheckpointError(f"{path}: is a folder, not a {what}")
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such {what}")
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise CheckpointError(f"{path}: not a regular file, so not a {what}")
+    if st.st_size == 0:
+        raise CheckpointError(f"{path}: an empty file (0 bytes), not a {what}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: cannot read it (permission denied)")
     return path
 
 

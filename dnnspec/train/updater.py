@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ..optim import momentum_attribute
 from ..plan import Plan
 from ..program import TrainConfig
 from .rate import LearningRate
@@ -148,12 +149,3 @@ class Updater:
             opt_arrays = {k[len("optimizer_"):]: v for k, v in arrays.items() if k.startswith("optimizer_")}
             self.optimizer.load_state_dict(scalars["optimizer_state"], opt_arrays)
 
-
-def momentum_attribute(optimizer) -> str | None:
-    """The hyper-parameter a momentum schedule drives (torch: betas[0] if present, else momentum);
-    None for optimizers without one (plain sgd, adagrad, rmsprop without momentum)."""
-    if hasattr(optimizer, "beta1"):
-        return "beta1"
-    if getattr(optimizer, "momentum", 0.0) > 0.0:
-        return "momentum"
-    return None

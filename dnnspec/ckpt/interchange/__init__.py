@@ -13,10 +13,10 @@ Imports fill the variables of a model compiled from a spec (its arrays, written 
 with layer structure (Keras, PyTorch) are matched by kind and order, the way Keras' own weight
 loader matches: the n-th dense layer of the source goes to the n-th dense-like op of the spec
 (dense, dropconnect, maxout), the n-th batch norm to the n-th batch norm, the n-th PReLU to the
-n-th PReLU. NumPy files are matched by scoped name. Every import returns an `ImportReport`: which source tensor went to
-which variable, transposed or not. A scope pattern (a regex matched from the start of the
-dnnspec variable names, as `freeze` uses) limits the import to some layers, e.g. the lower
-layers of a Keras or PyTorch model, to be frozen and reused.
+n-th PReLU. NumPy files are matched by scoped name. Every import returns an `ImportReport`:
+which source tensor went to which variable, transposed or not. A scope pattern (a regex matched
+from the start of the dnnspec variable names, as `freeze` uses) limits the import to some
+layers, e.g. the lower layers of a Keras or PyTorch model, to be frozen and reused.
 
 Optional libraries are imported inside functions only; a missing one is a `UserError` naming the
 extra to install. Files are written through `dnnspec.fileio.atomic_write`; any failure to read a
