@@ -75,15 +75,17 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`.
 
     Creates the parent folder. On any exception (KeyboardInterrupt included) the temporary file
-    is removed, `path` is left as it was, and the exception propagates.
+    is removed, `path` is left as it was, and the exception propagates. `mode` (e.g. the mode of
+    the file being rewritten) replaces the ordinary 0o666 & ~umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, mode = _create(path.parent, path.name)
+    tmp, ordinary = _create(path.parent, path.name)
+    mode = ordinary if mode is None else mode
     try:
         yield tmp
         _fsync_file(tmp)
@@ -96,10 +98,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     _fsync_folder(path.parent)
 
 
-def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", mode: int | None = None) -> Path:
     """Write a text file atomically."""
     path = Path(path)
-    with atomic_write(path) as tmp:
+    with atomic_write(path, mode) as tmp:
         tmp.write_text(text, encoding=encoding)
     return path
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import CheckpointError, UserError
 from ..fileio import atomic_write
+from ..program import builtin_collections, collection
 from ..version import __version__
 
 FORMAT = "dnnspec"
@@ -57,28 +58,9 @@ class Checkpoint:
         """A named collection from the file alone (no spec needed), as (name, array) in order:
         a variable gives its array, a layer or scope all its variables, an output name None.
         Built in: trainable_variables, non_trainable_variables, moving_statistics."""
-        builtin = {
-            "trainable_variables": [n for n, r in self.variables.items() if r.trainable],
-            "non_trainable_variables": [n for n, r in self.variables.items() if not r.trainable],
-            "moving_statistics": [n for n, r in self.variables.items() if r.role.startswith("moving")],
-        }
-        names = self.collections.get(name, builtin.get(name))
-        if names is None:
-            known = ", ".join(sorted({*self.collections, *builtin}))
-            raise KeyError(f"no collection '{name}' in the checkpoint; known: {known}")
-        return collection_members(names, {n: r.value for n, r in self.variables.items()})
-
-
-def collection_members(names, variables: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray | None]]:
-    """Expand collection entries: a variable itself, a layer/scope into its variables, else None."""
-    out = []
-    for n in names:
-        if n in variables:
-            out.append((n, variables[n]))
-        else:
-            members = [(v, a) for v, a in variables.items() if v.startswith(n + "/")]
-            out.extend(members or [(n, None)])
-    return out
+        builtin = builtin_collections((n, r.trainable, r.role) for n, r in self.variables.items())
+        return collection(name, self.collections, builtin, {n: r.value for n, r in self.variables.items()},
+                          where=" in the checkpoint")
 
 
 def _dataset(group, name: str, value: np.ndarray):

@@ -31,11 +31,8 @@ from typing import Iterable, Mapping, NamedTuple
 import numpy as np
 
 from ..errors import CheckpointError, UserError
+from ..program import PatternError, compile_pattern, member_of
 from .hdf5 import FORMAT, FORMAT_VERSION, Checkpoint, VarRecord, reading, reason
-
-
-class PatternError(UserError):
-    """A scope pattern or replacement is not a valid regular expression, or matches nothing."""
 
 
 # ---------------------------------------------------------------- patterns
@@ -49,24 +46,8 @@ def listing(names: Iterable[str], limit: int = 12, sep: str = ", ") -> str:
     return sep.join(names[:limit]) + f"{sep}... ({len(names)} in all)"
 
 
-def compile_pattern(pattern, what: str = "pattern") -> re.Pattern:
-    """A regex from text (a compiled regex or the checker's `Pattern` pass through)."""
-    if pattern is None:
-        pattern = ""
-    if isinstance(pattern, re.Pattern):
-        return pattern
-    if hasattr(pattern, "regex"):  # dnnspec.check.settings.Pattern
-        return pattern.regex
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise PatternError(f"invalid {what} {pattern!r}: {e}") from None
-
-
 def _text(pattern) -> str:
-    if isinstance(pattern, re.Pattern):
-        return pattern.pattern
-    return getattr(pattern, "text", pattern) or ""
+    return compile_pattern(pattern).text
 
 
 def select(names: Iterable[str], pattern, *, allow_empty: bool = False, where: str = "") -> list[str]:
@@ -89,7 +70,7 @@ def _renamer(rename_from, rename_to: str):
     rx = compile_pattern(rename_from, "rename pattern")
 
     def apply(name: str) -> str | None:
-        m = rx.match(name)
+        m = rx.regex.match(name)
         if m is None:
             return None
         try:
@@ -364,7 +345,7 @@ def rename(ckpt: Checkpoint, pattern, replacement: str) -> Checkpoint:
 
 
 def _member_kept(member: str, kept: Iterable[str]) -> bool:
-    return any(v == member or v.startswith(member + "/") for v in kept)
+    return any(member_of(v, member) for v in kept)
 
 
 def extract(ckpt: Checkpoint, pattern) -> Checkpoint:

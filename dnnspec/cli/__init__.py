@@ -104,23 +104,28 @@ def fmt(specs, write, check_only):
     """Print SPECS in canonical form (or rewrite them with -w)."""
     from pathlib import Path
 
+    import stat
+
     from ..errors import UserError
+    from ..fileio import write_text
     from ..syntax.fmt import format_spec
     from ..syntax.parser import parse
 
     unformatted = []
     for path in specs:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise UserError(f"{path}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
         out = format_spec(parse(text, path))
         if check_only:
             if out != text:
                 unformatted.append(path)
         elif write:
-            if out != text:
-                Path(path).write_text(out)
+            if out != text:  # atomically, keeping the file's mode: a crash never truncates a spec
+                write_text(path, out, mode=stat.S_IMODE(Path(path).stat().st_mode))
         else:
             click.echo(out, nl=False)
     if unformatted:
@@ -259,7 +264,12 @@ def schedule(spec, overrides, steps_per_epoch, plot):
         ax.set_ylabel("learning rate")
         ax.set_title(f"{model.program.model_name}: {cfg.schedule}")
         fig.tight_layout()
-        fig.savefig(plot, dpi=100)
+        from pathlib import Path
+
+        from ..fileio import atomic_write
+
+        with atomic_write(plot) as tmp:  # savefig picks the format from the name; the temp name has none
+            fig.savefig(tmp, dpi=100, format=Path(plot).suffix.lstrip(".") or "png")
         click.echo(f"plot written to {plot}")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from ...errors import CheckpointError, UserError
 from ...fileio import atomic_write  # noqa: F401  (the format modules write through it)
+from ...program import compile_pattern
 from ..hdf5 import existing_file, reading  # noqa: F401  (and read through these)
 
 if TYPE_CHECKING:  # the compiled spec; never imported at run time (ckpt/ does not depend on the checker)
@@ -245,14 +246,11 @@ def import_into(program: Program, variables: Variables, fmt: str, path, scope: s
 def _scope_filter(variables: Variables, scope: str | None) -> Callable[[str], bool]:
     if not scope:
         return lambda name: True
-    try:
-        rx = re.compile(scope)
-    except re.error as e:
-        raise UserError(f"invalid scope pattern '{scope}': {e}") from None
+    rx = compile_pattern(scope, "scope pattern")
     if not any(rx.match(n) for n in variables):
         raise UserError(f"scope '{scope}' matches no variable of the model; its variables: "
                         + ", ".join(variables))
-    return lambda name: rx.match(name) is not None
+    return rx.match
 
 
 def _numbers(value) -> bool:
