@@ -19,8 +19,8 @@ from . import runstate
 from .check import check_file, check_text, data_shape_errors
 from .ckpt import hdf5
 from .datasets import Splits
-from .errors import CheckpointError, DataError, SpecError
-from .plan import Plan
+from .errors import CheckpointError, DataError, SpecError, UserError
+from .plan import Plan, Variables
 from .program import Program, builtin_collections, collection
 from .train.loop import Trainer, evaluate, predict_logits
 
@@ -57,12 +57,15 @@ class Model:
 
     # ------------------------------------------------------------ introspection
     @property
-    def variables(self) -> dict[str, np.ndarray]:
-        """Scoped name -> float32 array (a view: assigning in place changes the model)."""
+    def variables(self) -> Variables:
+        """Scoped name -> float32 array, a view into the model: ``variables[name][...] = w`` and
+        ``variables[name] = w`` both change the model (the second checks the shape and converts
+        to float32); names cannot be added or deleted."""
         return self.plan.variables
 
     @property
     def history(self) -> list[dict]:
+        """Every epoch's metrics so far, across fit calls (and restored from a checkpoint)."""
         return self.trainer.state.history
 
     @property
@@ -85,8 +88,14 @@ class Model:
         if self.program.data is None:
             raise DataError("the spec has no `data` declaration: pass arrays to fit(x, y)")
         splits = self.program.data.build().load(Path.cwd())
+        capacity = _label_capacity(self.program, splits.train[1].ndim == 1)
+        if capacity is not None and splits.n_classes is not None:
+            stray = splits.stray_labels(capacity, _capacity_words(self.program, capacity))
+            if stray:
+                raise DataError(stray)
         errors = data_shape_errors(self.program, splits.n_features, splits.n_classes,
-                                   _label_width(splits.train[1]), self.program.ops[0].span if self.program.ops else None)
+                                   _label_width(splits.train[1]), self.program.ops[0].span if self.program.ops else None,
+                                   classes_from_labels=splits.classes_from_labels)
         if errors:
             raise SpecError(errors, getattr(self.program, "sources", {}))
         hold = self.program.train.validation
@@ -102,22 +111,31 @@ class Model:
     def fit(self, x: np.ndarray | None = None, y: np.ndarray | None = None, *, epochs: int | None = None,
             batch_size: int | None = None, validation_data: tuple[np.ndarray, np.ndarray] | None = None,
             reporter=None, on_epoch_end=None, on_step=None) -> list[dict]:
-        """Train; arguments left out come from the spec. Returns the per-epoch history.
+        """Train; arguments left out come from the spec. Returns the history rows (one dict of
+        metrics per epoch) of the epochs this call ran; `history` keeps every epoch's.
 
         Without `epochs`, training continues until the spec's epoch count is reached (so a model
         restored from a checkpoint finishes its run); with `epochs=n` it trains n more epochs.
+        Arrays are checked first (widths, lengths, labels, NaN/Inf: a `DataError` saying what was
+        expected); a run that diverges raises `dnnspec.train.loop.Diverged` (a `UserError`).
         """
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < (0 if name == "epochs" else 1)):
+                raise UserError(f"fit: {name} must be a whole number {'>= 0' if name == 'epochs' else '>= 1'}, "
+                                f"got {value!r}")
         if x is None:
-            splits = self.load_data()
+            if y is not None:
+                raise DataError("fit(y=...) without x: pass both, or neither to use the spec's data")
+            splits = self.load_data()  # checked as it loads
             train = splits.train
-            if validation_data is None:
-                validation_data = splits.val
+            validation_data = splits.val if validation_data is None else self._validation(validation_data)
         else:
             if y is None:
-                raise ValueError("fit(x, y): y is missing")
-            train = (_features(x, self.plan.dtype), np.asarray(y))
-        if validation_data is not None:
-            validation_data = (_features(validation_data[0], self.plan.dtype), np.asarray(validation_data[1]))
+                raise DataError("fit(x, y): y is missing (a label or target for every row of x)")
+            train = self._examples(x, y, "x", "y")
+            if validation_data is not None:
+                validation_data = self._validation(validation_data)
         if reporter is not None:
             self.trainer.reporter = reporter
         self.trainer.on_epoch_end = on_epoch_end
@@ -127,14 +145,28 @@ class Model:
     # ------------------------------------------------------------ inference
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs in inference mode: class probabilities for classification losses."""
-        return self.plan.loss.predict(predict_logits(self.plan, _features(x, self.plan.dtype)))
+        return self.plan.loss.predict(predict_logits(self.plan, self._inputs(x, "x", allow_empty=True)))
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        return predict_logits(self.plan, _features(x, self.plan.dtype))
+        return predict_logits(self.plan, self._inputs(x, "x", allow_empty=True))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
         """Mean loss and accuracy in inference mode."""
-        return evaluate(self.plan, _features(x, self.plan.dtype), np.asarray(y))
+        return evaluate(self.plan, *self._examples(x, y, "x", "y"))
+
+    # ------------------------------------------------------------ checking arrays
+    def _inputs(self, x, what: str, allow_empty: bool = False) -> np.ndarray:
+        """x as float32 [N, input width], or a DataError saying what was expected."""
+        return _features_checked(x, self.program, self.plan.dtype, what, allow_empty)
+
+    def _examples(self, x, y, x_what: str, y_what: str) -> tuple[np.ndarray, np.ndarray]:
+        xs = self._inputs(x, x_what)
+        return xs, _labels_checked(y, len(xs), self.program, self.plan.dtype, x_what, y_what)
+
+    def _validation(self, data) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise DataError("validation_data must be a pair (x, y)")
+        return self._examples(*data, "validation_data x", "validation_data y")
 
     # ------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> hdf5.Checkpoint:
@@ -155,13 +187,125 @@ class Model:
         return summary_table(self)
 
 
-def _features(x, dtype) -> np.ndarray:
-    x = np.asarray(x)
+def _array(a, what: str) -> np.ndarray:
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise DataError(f"{what} is not an array of numbers: {e}") from None
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{what} has dtype {a.dtype}; expected numbers")
+    return a
+
+
+def _features_checked(x, program: Program, dtype, what: str, allow_empty: bool = False) -> np.ndarray:
+    """float32 [N, input width] from [N], [N, F] or [N, ...] (flattened), checked."""
+    x = _array(x, what)
+    width, name = program.input_width, program.input_name
+    if x.ndim == 0:
+        raise DataError(f"{what} is a single number; expected rows of {width} features, shape [N, {width}]")
+    shown = "[" + ", ".join(map(str, x.shape)) + "]"
     if x.ndim == 1:
+        if width != 1:
+            one = f" (one example? pass {what}.reshape(1, -1))" if len(x) == width else ""
+            raise DataError(f"{what} has shape {shown}: one feature per row, but input '{name}' has width "
+                            f"{width}; expected shape [N, {width}]{one}")
         x = x[:, None]
-    if x.ndim > 2:
+    elif x.ndim > 2:
         x = x.reshape(len(x), -1)
-    return x if x.dtype == dtype else x.astype(dtype)
+    if x.shape[1] != width:
+        flat = f" ({shown} flattened)" if shown != f"[{len(x)}, {x.shape[1]}]" else ""
+        raise DataError(f"{what} has {x.shape[1]} features per row{flat}, but input '{name}' has width {width}; "
+                        f"expected shape [N, {width}]")
+    if len(x) == 0 and not allow_empty:
+        raise DataError(f"{what} is empty (shape {shown}); expected at least one example")
+    x = x if x.dtype == dtype else x.astype(dtype)
+    _require_finite(x, what)
+    return x
+
+
+def _require_finite(a: np.ndarray, what: str, chunk: int = 4096) -> None:
+    """DataError at the first NaN/Inf ("x contains NaN at row 5 (x[5, 2])"), a chunk at a time."""
+    flat = a.reshape(len(a), -1)
+    for start in range(0, len(flat), chunk):
+        ok = np.isfinite(flat[start:start + chunk])
+        if not ok.all():
+            r, c = np.argwhere(~ok)[0]
+            value = float(flat[start + r, c])
+            kind = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
+            at = f"{what}[{start + r}, {c}]" if a.ndim == 2 else f"{what}[{start + r}]"
+            raise DataError(f"{what} contains {kind} at row {start + r} ({at}); expected finite numbers"
+                            + (" (too large for float32?)" if what.endswith("x") and kind != "NaN" else ""))
+
+
+def _label_capacity(program: Program, index_labels: bool) -> int | None:
+    """How many classes the model's output tells apart, for class-index labels (None: not classes)."""
+    kind = program.train.loss.build().labels
+    if kind == "class":
+        return program.output_width
+    if kind == "binary" and index_labels and program.output_width == 1:
+        return 2
+    return None
+
+
+def _capacity_words(program: Program, capacity: int) -> str:
+    if program.train.loss.build().labels == "binary":
+        return f"for {program.train.loss.name} (one output: 0 or 1)"
+    last = f"the last layer '{program.ops[-1].layer}'" if program.ops else f"input '{program.input_name}'"
+    return f"for the {capacity} outputs of {last}"
+
+
+def _labels_checked(y, n: int, program: Program, dtype, x_what: str, what: str) -> np.ndarray:
+    """Labels for n examples as the loss takes them: int64 class indices [N], or float rows [N, K]
+    (one-hot / probabilities / multi-label / regression targets), checked against the output."""
+    y = _array(y, what)
+    kind = program.train.loss.build().labels
+    width = program.output_width
+    if y.ndim == 0:
+        raise DataError(f"{what} is a single number; expected one label or target per row of {x_what}")
+    if len(y) != n:
+        raise DataError(f"{x_what} has {n} rows but {what} has {len(y)}; expected one label or target per row")
+    shown = "[" + ", ".join(map(str, y.shape)) + "]"
+    if kind == "class" and (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and width != 1)):
+        y = y.reshape(n)
+        if y.dtype.kind == "f":
+            _require_finite(y, what)
+            bad = np.flatnonzero(y != np.round(y))
+            if len(bad):
+                raise DataError(f"{what} has {y[bad[0]]!r} at row {bad[0]}; class labels are whole numbers "
+                                f"0..{width - 1}")
+        return _in_range(y, width, _capacity_words(program, width), what).astype(np.int64, copy=False)
+    if kind == "binary" and y.ndim == 1 and width == 1:
+        _require_finite(y, what)
+        bad = np.flatnonzero((y < 0) | (y > 1))
+        if len(bad):
+            raise DataError(f"{what} has {y[bad[0]]!r} at row {bad[0]}; {_capacity_words(program, 2)} takes "
+                            "labels 0 and 1 (or probabilities between)")
+        return y.astype(dtype, copy=False)
+    if y.ndim == 1 and width == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[1] != width:
+        want = (f"class numbers [N] or rows of {width} probabilities [N, {width}]" if kind == "class"
+                else f"[N, {width}]" + (" or [N]" if width == 1 else ""))
+        raise DataError(f"{what} has shape {shown}, but the model's output has width {width}; expected {want}")
+    y = y if y.dtype == dtype else y.astype(dtype)
+    _require_finite(y, what)
+    if kind == "binary":
+        bad = np.argwhere((y < 0) | (y > 1))
+        if len(bad):
+            r, c = bad[0]
+            raise DataError(f"{what}[{r}, {c}] is {float(y[r, c])!r}; {program.train.loss.name} takes labels "
+                            "0 and 1 (or probabilities between)")
+    return y
+
+
+def _in_range(y: np.ndarray, capacity: int, words: str, what: str) -> np.ndarray:
+    bad = np.flatnonzero((y < 0) | (y >= capacity))
+    if len(bad):
+        i = bad[0]
+        more = len(bad) - 1
+        raise DataError(f"labels must be in 0..{capacity - 1} {words}: {what} has label {y[i]:g} at row {i}"
+                        + (f" ({more} more out of range)" if more else ""))
+    return y
 
 
 def _label_width(y: np.ndarray) -> int | None:

@@ -20,6 +20,10 @@ Conventions shared by every file-based entry (`Options`, applied in one place, `
 - Labels are int64 [N], ``n_classes`` = max label + 1 (or the number of ``classes``); with
   ``one_hot`` they become float32 one-hot rows [N, n_classes]. Regression targets are float32
   [N, K] with ``n_classes`` None.
+- When ``n_classes`` is only the largest label + 1 (no declared count: not a named dataset,
+  no ``classes``), `Splits.label_sources` keeps the labels as read, in file order, so a model
+  whose output is narrower can tell stray labels (a few rows: the data's fault, reported by
+  file and row, `Splits.stray_labels`) from a data set with more classes (the layer's fault).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,20 @@ DATASETS = Registry("dataset")
 XY = tuple[np.ndarray, np.ndarray]
 
 
+@dataclass(frozen=True)
+class LabelSource:
+    """Class labels as a file holds them (int64 [N], file order), to point at one row."""
+
+    name: str  # the file (and array) the labels were read from
+    y: np.ndarray
+    lines: np.ndarray | None = None  # text files: the line each row was read from
+
+    def row(self, i: int) -> str:
+        if self.lines is not None:
+            return f"row {i + 1} of {self.name} (line {int(self.lines[i])})"
+        return f"item {i} of {self.name}"
+
+
 @dataclass
 class Splits:
     """float32 features [N, F]; labels int64 [N] for classes (float32 one-hot [N, K] with
@@ -54,10 +72,41 @@ class Splits:
     val: XY | None = None
     test: XY | None = None
     n_classes: int | None = None  # None for regression targets
+    # set when n_classes is only the largest label + 1 (no declared class count): the labels as read
+    label_sources: list[LabelSource] = field(default_factory=list)
 
     @property
     def n_features(self) -> int:
         return self.train[0].shape[1]
+
+    @property
+    def classes_from_labels(self) -> bool:
+        """Whether `n_classes` was inferred from the labels rather than declared."""
+        return bool(self.label_sources)
+
+    def stray_labels(self, capacity: int, what: str) -> str | None:
+        """When the labels go beyond `capacity` classes (a model's output), a message blaming the
+        data if the labels beyond are strays; None if they fit, or if the data has more classes.
+
+        The rule: with a declared class count (a named data set, ``classes=``, a built-in) the
+        data has that many classes, so the model is to blame (None). With a count inferred from
+        the largest label, a label value >= `capacity` is a stray when it labels fewer rows than
+        half the median in-range class: a mistake in a few rows, not a class of its own. `what`
+        says whose capacity it is ("for the 3 outputs of the last layer 'outputs'")."""
+        if not self.label_sources or self.n_classes is None or self.n_classes <= capacity:
+            return None
+        counts = np.bincount(np.concatenate([s.y for s in self.label_sources]))
+        inside = counts[:capacity][counts[:capacity] > 0]
+        beyond = counts[capacity:]
+        if not len(inside) or 2 * int(beyond.max()) >= float(np.median(inside)):
+            return None
+        source, i = next((s, int(np.flatnonzero(s.y >= capacity)[0])) for s in self.label_sources
+                         if len(s.y) and s.y.max() >= capacity)
+        more = int(beyond.sum()) - 1
+        return (f"labels must be in 0..{capacity - 1} {what}: {source.row(i)} has label {source.y[i]}"
+                + (f" ({more} more row{'s' * (more > 1)} {'have' if more > 1 else 'has'} a label above "
+                   f"{capacity - 1})" if more else "")
+                + f"; fix the data, or if it really has {self.n_classes} classes, widen the last layer")
 
 
 class Dataset:
@@ -151,6 +200,8 @@ class Part:
     y: np.ndarray
     x_name: str
     y_name: str
+    file: str = ""  # the file a row number refers to ("" : y_name names it)
+    lines: np.ndarray | None = None  # text files: the line of each row
 
 
 MAX_CLASSES = 1 << 16  # a larger "class number" is a mistake (targets, ids), not a class
@@ -195,12 +246,14 @@ class Options:
         if keep:
             ys, parts = _select_classes(keep, ys, parts)
             n_classes = len(keep)
+        sources = []
         if regression:
             n_classes = None
         else:
             top = max(int(y.max()) for y in ys if len(y))
             if n_classes is None:
                 n_classes = top + 1
+                sources = [LabelSource(p.file or p.y_name, y, p.lines) for p, y in zip(parts, ys)]
             elif top >= n_classes:
                 name = next(p.y_name for p, y in zip(parts, ys) if len(y) and y.max() == top)
                 raise DataError(f"{name}: label {top} is out of range for {n_classes} classes")
@@ -211,7 +264,7 @@ class Options:
         train_xy = self._split(parts[0], ys[0], slice(0, limit), n_classes)
         val_xy = self._split(parts[0], ys[0], slice(cut, n), n_classes) if cut < n else None
         test_xy = self._split(parts[1], ys[1], slice(None), n_classes) if test is not None else None
-        return Splits(train=train_xy, val=val_xy, test=test_xy, n_classes=n_classes)
+        return Splits(train=train_xy, val=val_xy, test=test_xy, n_classes=n_classes, label_sources=sources)
 
     def _split(self, p: Part, y: np.ndarray, s: slice, n_classes: int | None) -> XY:
         y = y[s]
@@ -403,7 +456,7 @@ def read_csv(path: Path, param: str, label: str, header: bool, delimiter: str, r
         raise DataError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     names = [n.strip() for n in next(reader, [])] if header else None
-    rows, width = [], len(names) if names else None
+    rows, lines, width = [], [], len(names) if names else None
     for row in reader:
         if not row or all(not c.strip() for c in row):
             continue  # blank line
@@ -421,6 +474,7 @@ def read_csv(path: Path, param: str, label: str, header: bool, delimiter: str, r
             col = next(i for i, v in enumerate(values) if not math.isfinite(v))
             raise DataError(f"{path}: line {line}, column {col + 1}: {row[col]!r} is not a finite number")
         rows.append(values)
+        lines.append(line)
     if not rows:
         raise DataError(f"{path}: no data rows")
     cols = _label_columns(path, label, names, width, regression)
@@ -430,7 +484,7 @@ def read_csv(path: Path, param: str, label: str, header: bool, delimiter: str, r
         raise DataError(f"{path}: no feature columns left besides the label column")
     y = table[:, cols] if regression else table[:, cols[0]]
     where = f"{path}: column {label!r}"
-    return Part(table[:, features], y, f"{path}: features", where)
+    return Part(table[:, features], y, f"{path}: features", where, str(path), np.array(lines))
 
 
 def _is_number(cell: str) -> bool:

@@ -4,17 +4,21 @@ store with scoped names, the trainable set, and the frozen prefix.
 Variables live in two flat float32 buffers — trainable ones contiguous in ``theta`` (so the
 optimizer updates the whole network in a few large passes), the rest (frozen weights, moving
 statistics) in ``fixed`` — and every name in ``variables`` is a view into one of them, so
-``plan.variables[name][...] = w`` changes the model. Gradients mirror ``theta`` in ``grad``.
+``plan.variables[name][...] = w`` changes the model, and so does ``plan.variables[name] = w``
+(`Variables` copies into the buffer, checking the shape). Gradients mirror ``theta`` in ``grad``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UserError
 from .program import Program
 from .ops.base import Op, Var
+from .registry import suggest
 from .rng import stream
 
 DTYPE = np.float32
@@ -29,6 +33,71 @@ class VarInfo:
     role: str
     init: str  # the initializer's name, for the record
     op: str
+
+
+class UnknownVariable(UserError, KeyError):
+    """A name that is not one of the model's variables (a KeyError too, as a mapping's should be)."""
+
+    __str__ = Exception.__str__  # the message as written, not KeyError's repr of it
+
+
+class Variables(MutableMapping):
+    """Scoped name -> the model's float32 array, a view into its flat buffers.
+
+    Reading gives the view (``variables[name][...] = w`` writes through it); assigning copies
+    into it: ``variables[name] = w`` checks the shape and converts to the buffer's dtype, so the
+    model (predict, training, save) sees the new values. The set of names is the spec's: an
+    unknown name is refused, and so is deleting one."""
+
+    __slots__ = ("_views",)
+
+    def __init__(self, views: dict[str, np.ndarray]):
+        self._views = views
+
+    def _unknown(self, name) -> UnknownVariable:
+        best = suggest(str(name), self._views)
+        return UnknownVariable(f"the model has no variable {name!r}"
+                               + (f" — did you mean {best!r}?" if best else f"; variables: {_listing(list(self._views))}"))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._views[name]
+        except (KeyError, TypeError):
+            raise self._unknown(name) from None
+
+    def __setitem__(self, name: str, value) -> None:
+        view = self[name]
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise UserError(f"variables[{name!r}] = ...: expected numbers, got an array of dtype {arr.dtype}")
+        if arr.shape != view.shape:
+            raise UserError(f"variables[{name!r}] = ...: shape {arr.shape} does not fit the variable's shape "
+                            f"{view.shape}")
+        view[...] = arr  # converted to the buffer's dtype (float32)
+
+    def __delitem__(self, name: str) -> None:
+        self[name]  # an unknown name says so
+        raise UserError(f"cannot delete variable {name!r}: a model's variables are those its spec declares "
+                        "(to zero it: variables[name][...] = 0)")
+
+    def __contains__(self, name) -> bool:
+        try:
+            return name in self._views
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __repr__(self) -> str:
+        return "Variables({" + ", ".join(f"{n!r}: {v.dtype}{list(v.shape)}" for n, v in self._views.items()) + "})"
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
 
 
 class Plan:
@@ -65,7 +134,8 @@ class Plan:
         self.grad = np.zeros(n_train, self.dtype)
         self.fixed = np.zeros(n_fixed, self.dtype)
         self._fixed_grad = np.zeros(n_fixed, self.dtype)  # sink for gradients nobody uses
-        self.variables: dict[str, np.ndarray] = {}
+        views: dict[str, np.ndarray] = {}
+        self.variables = Variables(views)
         self.grads: dict[str, np.ndarray] = {}
         self.offsets: dict[str, tuple[int, int]] = {}  # trainable name -> (start, stop) in theta
         pos = {True: 0, False: 0}
@@ -74,7 +144,7 @@ class Plan:
             start = pos[info.trainable]
             stop = start + sizes[name]
             pos[info.trainable] = stop
-            self.variables[name] = buf[start:stop].reshape(info.shape)
+            views[name] = buf[start:stop].reshape(info.shape)
             self.grads[name] = gbuf[start:stop].reshape(info.shape)
             if info.trainable:
                 self.offsets[name] = (start, stop)

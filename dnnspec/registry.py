@@ -13,12 +13,16 @@ is annotated with a type object (``int``, ``float``, ``bool``, ``str`` or one of
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import inspect
+import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REQUIRED = inspect.Parameter.empty
+INT64_MAX = 2**63 - 1  # the largest integer a spec can hold (dnnspec.syntax.limits.MAX_INT)
 
 
 # ---------------------------------------------------------------- parameter types
@@ -35,6 +39,8 @@ class Float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"expected a number, got {describe(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
         _check_bounds(self, value)
         return value
 
@@ -54,9 +60,13 @@ class Int:
     def convert(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"expected an integer, got {describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
         if isinstance(value, float) and not value.is_integer():
             raise TypeError(f"expected an integer, got {value!r}")
         value = int(value)
+        if abs(value) > INT64_MAX:
+            raise ValueError(f"must be a 64-bit integer (at most {INT64_MAX}), got {_num(value)}")
         _check_bounds(self, value)
         return value
 
@@ -146,7 +156,9 @@ def _check_bounds(t: Float | Int, v: float) -> None:
 
 def _num(v: float) -> str:
     """A number as a user wrote it: 1000000000 stays an integer, 0.5 stays 0.5."""
-    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+    if isinstance(v, int) and abs(v) > 1e15:
+        return f"{float(v):g}" if abs(v) < 1e300 else f"{str(v)[:6]}...({len(str(abs(v)))} digits)"
+    return str(int(v)) if math.isfinite(v) and float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
 
 
 def _bounds_text(t: Float | Int) -> str:
@@ -162,7 +174,7 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
-        return f"number {value:g}"
+        return f"number {_num(value)}"
     if isinstance(value, str):
         return f"string {value!r}"
     if isinstance(value, Symbol):
@@ -170,15 +182,53 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+# "Did you mean" costs a string comparison per candidate: one check spends at most
+# SUGGEST_BUDGET of them (a hostile spec can ask thousands of times over thousands of names),
+# and a word is compared with at most MAX_SUGGEST_CANDIDATES candidates.
+SUGGEST_BUDGET = 50_000
+MAX_SUGGEST_CANDIDATES = 2_000
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("suggest_budget", default=None)
+
+
+@contextlib.contextmanager
+def suggestion_budget(comparisons: int = SUGGEST_BUDGET) -> Iterator[None]:
+    """Within the block, `suggest` compares at most this many candidates in all."""
+    token = _budget.set([comparisons])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
 def suggest(word: str, candidates) -> str | None:
-    """The closest candidate to a misspelt word, or None."""
-    hits = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    """The closest candidate to a misspelt word, or None (also when the budget is spent)."""
+    candidates = list(candidates)
+    if len(candidates) > MAX_SUGGEST_CANDIDATES or len(word) > 200:
+        return None
+    budget = _budget.get()
+    if budget is not None:
+        if budget[0] < len(candidates):
+            return None
+        budget[0] -= len(candidates)
+    hits = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return hits[0] if hits else None
 
 
 def _hint(word: str, candidates) -> str:
     best = suggest(word, candidates)
     return f" — did you mean '{best}'?" if best else ""
+
+
+def type_text(annotation: Any) -> str:
+    """A parameter type as a user reads it: `bool`, `float in [0, 1)`, `relu|elu`, `initializer`."""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation)
+
+
+def plural(word: str) -> str:
+    """`layer` -> `layers`, `loss` -> `losses` (the catalogue's headings)."""
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def convert_plain(annotation: Any, value: Any) -> Any:

@@ -53,15 +53,15 @@ def catalogue_text() -> str:
     """Every name a spec can use, with its parameters and defaults (`dnnspec check --list`)."""
     from . import catalog
     from .check.settings import TOP_KEYS, TRAIN_KEYS
-    from .registry import REGISTRIES, REQUIRED
+    from .registry import REGISTRIES, REQUIRED, plural, type_text
 
     catalog.load()
     out = []
     for kind, reg in REGISTRIES.items():
-        out.append(f"{kind}s:")
+        out.append(f"{plural(kind)}:")
         for e in reg.entries():
-            params = ", ".join(p.name + (f": {p.type}" if p.type is not REQUIRED else "")
-                               + ("" if p.required else f" = {_default(p.default)}") for p in e.params)
+            params = ", ".join(p.name + (f": {type_text(p.type)}" if p.type is not REQUIRED else "")
+                               + ("" if p.required else f" = {_default(p.default, p.type)}") for p in e.params)
             alias = f" (also {', '.join(e.aliases)})" if e.aliases else ""
             out.append(f"  {e.name}({params}){alias}")
             if e.doc:
@@ -70,8 +70,8 @@ def catalogue_text() -> str:
     for title, table in (("train settings", TRAIN_KEYS), ("top-level settings", TOP_KEYS)):
         out.append(f"{title}:")
         for key, k in table.items():
-            value = f" <{k.value}>" if k.value is not None else ""
-            opts = " ".join(f"{n}=<{t}>" for n, (t, _) in k.options.items())
+            value = f" <{type_text(k.value)}>" if k.value is not None else ""
+            opts = " ".join(f"{n}=<{type_text(t)}>" for n, (t, _) in k.options.items())
             on = ' on "PATTERN"' if k.on else ""
             out.append(f"  {key}{value}{(' ' + opts) if opts else ''}{on}")
             out.append(f"      {k.doc}")
@@ -79,9 +79,12 @@ def catalogue_text() -> str:
     return "\n".join(out)
 
 
-def _default(v) -> str:
+def _default(v, annotation=None) -> str:
+    """A default as a spec would write it: `true`, `0.001`, `zeros` (a name), `""` (a string)."""
+    from .syntax.fmt import format_string
+
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, str):
-        return v
+        return format_string(v) if annotation is str else v
     return repr(v)

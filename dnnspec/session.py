@@ -1,19 +1,43 @@
 """The job of `dnnspec run`: where its files go (checkpoint, best/last, snapshots, metrics log),
-when it saves, and the summary it ends with. The Model (`api`) trains; this decides the files.
+when it saves, what it refuses, how it stops, and the summary it ends with. The Model (`api`)
+trains; this decides the files.
+
+Guarantees (docs/reliability.md): every output is checked before training starts (a file that is
+not dnnspec's own is never replaced, the folders are writable); one run at a time writes a
+checkpoint (an advisory lock); the metrics log gets an epoch's line only after that epoch's
+checkpoints are on disk; Ctrl-C (or SIGTERM) at any moment ends the run at the next safe point
+with a resumable checkpoint, and a second Ctrl-C abandons a save in progress atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
+import signal
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api import Model
 from .ckpt import hdf5
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
+from .fileio import RunLock, append_line, check_output, check_writable
 from .program import Program
 
 
+class RunInterrupted(UserError):
+    """The run was stopped by a signal; the message names the checkpoint to resume from."""
+
+    exit_code = 130
+
+
+class _Stop(Exception):
+    """Raised from a hook at a safe point (between steps, after an epoch's saves)."""
+
+
+# ---------------------------------------------------------------- where the files go
 def jsonl_path(program: Program) -> Path | None:
     cfg = program.train
     if cfg.log:
@@ -37,6 +61,129 @@ def snapshot_path(program: Program, i: int) -> Path:
     return path.with_name(f"{path.stem}.snapshot{i}{path.suffix}")
 
 
+def is_metrics_log(path: Path) -> bool:
+    """A JSON-lines file whose lines are objects with a "run" key: a log dnnspec appends to."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+        return first == "" or (isinstance(row := json.loads(first), dict) and "run" in row)
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class Outputs:
+    best: Path | None
+    latest: Path | None
+    log: Path | None
+    snapshots: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, program: Program) -> "Outputs":
+        cfg = program.train
+        best = Path(cfg.checkpoint) if cfg.checkpoint and cfg.best is not None else None
+        return cls(best, last_path(program), jsonl_path(program))
+
+    def check(self, program: Program) -> None:
+        """Before any work: refuse files that are not dnnspec's own, and unwritable folders."""
+        for path in (self.best, self.latest):
+            if path is not None:
+                check_output(path, hdf5.is_checkpoint, "checkpoint", replace_ours=True)
+        if self.log is not None:
+            check_output(self.log, is_metrics_log, "metrics log (JSON lines)", replace_ours=True)
+        if program.train.snapshots and program.train.checkpoint:
+            for i in (1, 2):  # the names snapshots take: ordinary checkpoints of this run
+                check_output(snapshot_path(program, i), hdf5.is_checkpoint, "checkpoint", replace_ours=True)
+            check_writable(snapshot_path(program, 1))
+
+    def lock_path(self) -> Path | None:
+        return self.latest or self.log
+
+    def existing(self) -> str | None:
+        """The file a user should use: the best checkpoint if written, else the latest state."""
+        for path in (self.best, self.latest):
+            if path is not None and path.is_file():
+                return str(path)
+        return None
+
+
+# ---------------------------------------------------------------- signals
+class Interrupts:
+    """SIGINT/SIGTERM while training: the first asks the run to stop at the next safe point (a
+    save in progress completes); a second one raises KeyboardInterrupt at once (a save in
+    progress is abandoned atomically: the previous file stays)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
+            for name in self.SIGNALS:
+                num = getattr(signal, name, None)
+                if num is not None:
+                    self._old[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for num, old in self._old.items():
+            signal.signal(num, old)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received or signal.SIGINT)
+
+
+# ---------------------------------------------------------------- resume
+def check_resume(model: Model, ckpt: hdf5.Checkpoint, path, log) -> None:
+    """Refuse a checkpoint of another model or optimizer; warn where only settings differ."""
+    if ckpt.state.get("derived"):
+        raise CheckpointError(f"{path}: a file made by `ckpt rename/extract/merge` holds no training run to "
+                              "resume; use it with `reuse` instead")
+    mine = {n: tuple(i.shape) for n, i in model.plan.infos.items()}
+    theirs = {n: tuple(r.value.shape) for n, r in ckpt.variables.items()}
+    problems = [f"missing {n}" for n in mine if n not in theirs]
+    problems += [f"extra {n}" for n in theirs if n not in mine]
+    problems += [f"{n} is {theirs[n]} there, {mine[n]} here" for n in mine if n in theirs and theirs[n] != mine[n]]
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... ({len(problems)} differences)" if len(problems) > 6 else "")
+        raise CheckpointError(f"{path} is a checkpoint of a different model and cannot be resumed by this spec: "
+                              f"{shown}")
+    wanted = model.program.train.optimizer.name
+    if ckpt.optimizer is not None and ckpt.optimizer["name"] != wanted:
+        slots = ", ".join(ckpt.optimizer.get("slots", {})) or "none"
+        raise CheckpointError(f"{path} was trained with {ckpt.optimizer['name']} (optimizer slots: {slots}); "
+                              f"this spec uses {wanted}: resuming would lose the optimizer's state "
+                              "(use `reuse` to start a new run from its weights)")
+    if ckpt.spec.strip() != model.program.canonical.strip():
+        diff = [line for line in difflib.unified_diff(ckpt.spec.splitlines(), model.program.canonical.splitlines(),
+                                                      lineterm="", n=0)
+                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+        log(f"warning: resuming {path} with settings that differ from the spec it was trained with:\n  "
+            + "\n  ".join(diff[:20]))
+
+
+def _nothing_to_do(model: Model) -> str | None:
+    st, cfg = model.trainer.state, model.program.train
+    if st.stopped_early:
+        es = cfg.early_stopping
+        why = f" ({es.monitor} stopped improving for {es.patience} epochs)" if es is not None else ""
+        return (f"nothing to train: the resumed run had stopped early at epoch {st.epoch}{why}; early stopping "
+                "ended it, so a larger train.epochs does not continue it")
+    if st.epoch >= cfg.epochs:
+        return (f"nothing to train: the resumed run has completed {st.epoch} of {cfg.epochs} epochs; raise "
+                "train.epochs (--set train.epochs=N) to train on")
+    return None
+
+
+# ---------------------------------------------------------------- the job
 def run(model: Model, reporter=None, log=print, resume=None) -> dict:
     """Train as the spec says, writing checkpoints and the metrics log; returns the final summary.
 
@@ -44,68 +191,134 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
     early-stopping counters, RNG streams, position inside the epoch, history).
     """
     start = time.perf_counter()
-    cfg = model.program.train
+    program, cfg = model.program, model.program.train
+    out = Outputs.of(program)
+    out.check(program)
+    ckpt = None
     if resume is not None:
         ckpt = hdf5.load(resume)
-        if ckpt.state.get("derived"):
-            raise CheckpointError(f"{resume}: a file made by `ckpt rename/extract/merge` holds no training run to "
-                                  "resume; use it with `reuse` instead")
-        model.restore(ckpt)
-    splits = model.load_data()
-    log_path = jsonl_path(model.program)
-    run_id = time.strftime("%Y%m%dT%H%M%S")
-    best_path = Path(cfg.checkpoint) if cfg.checkpoint and cfg.best is not None else None
-    latest = last_path(model.program)
-    snapshots: list[Path] = []
-
-    def on_epoch_end(trainer, logs):
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps({"run": run_id, **{k: v for k, v in logs.items() if k != "best"}}) + "\n")
-        if best_path is not None and logs.get("best"):
-            model.save(best_path)
-        if latest is not None:
-            model.save(latest)
-        last_epoch = trainer.state.epoch >= cfg.epochs or trainer.state.stopped_early
-        if cfg.snapshots and (trainer.updater.rate.restarts_after(trainer.updater.t, trainer.state.epoch - 1) or last_epoch):
-            snapshots.append(model.save(snapshot_path(model.program, len(snapshots) + 1)))
-
-    def on_step(trainer):
-        if cfg.every_steps and latest is not None and trainer.updater.t % cfg.every_steps == 0:
-            model.save(latest)
-
-    history = model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
-                        on_epoch_end=on_epoch_end, on_step=on_step)
-    es = cfg.early_stopping
-    if latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
-        model.save(latest)  # now holding the restored (or averaged) weights the run ends with
+        check_resume(model, ckpt, resume, log)
+    lock = RunLock(out.lock_path()) if out.lock_path() is not None else contextlib.nullcontext()
+    with lock:
+        if ckpt is not None:
+            model.restore(ckpt)
+            idle = _nothing_to_do(model)
+            if idle:
+                log(idle)
+        splits = model.load_data()
+        history = _train(model, splits, out, reporter, resume)
+        es = cfg.early_stopping
+        if out.latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
+            model.save(out.latest)  # now holding the restored (or averaged) weights the run ends with
     if model.trainer.cache_report:
         log(model.trainer.cache_report)
-    if best_path is not None and best_path.is_file():
-        best = hdf5.load(best_path)  # the run's result is the best checkpoint's weights
+    return _result(model, splits, out, history, start)
+
+
+def _train(model: Model, splits, out: Outputs, reporter, resume) -> list[dict]:
+    program, cfg = model.program, model.program.train
+    run_id = time.strftime("%Y%m%dT%H%M%S")
+    saved_at: list[int] = []  # the step of the last save of the latest state
+
+    def save_latest(trainer):
+        if out.latest is not None:
+            model.save(out.latest)
+            saved_at[:] = [trainer.updater.t]
+
+    def on_epoch_end(trainer, logs):
+        if out.best is not None and logs.get("best"):
+            model.save(out.best)
+        save_latest(trainer)
+        last_epoch = trainer.state.epoch >= cfg.epochs or trainer.state.stopped_early
+        rate = trainer.updater.rate
+        if cfg.snapshots and (rate.restarts_after(trainer.updater.t, trainer.state.epoch - 1) or last_epoch):
+            out.snapshots.append(model.save(snapshot_path(program, len(out.snapshots) + 1)))
+        if out.log is not None:  # after the saves: the log never lists an epoch that is not on disk
+            append_line(out.log, json.dumps({"run": run_id, **{k: v for k, v in logs.items() if k != "best"}}))
+        if signals.received is not None:
+            raise _Stop
+
+    def on_step(trainer):
+        if cfg.every_steps and trainer.updater.t % cfg.every_steps == 0:
+            save_latest(trainer)
+        if signals.received is not None:
+            raise _Stop
+
+    with Interrupts() as signals:
+        try:
+            return model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
+                             on_epoch_end=on_epoch_end, on_step=on_step)
+        except _Stop:
+            try:
+                if out.latest is not None and saved_at != [model.step]:
+                    model.save(out.latest)  # the state at this step, mid-epoch or not: resumable exactly
+            except KeyboardInterrupt:
+                raise _interrupted(model, out, signals.exit_code, saved=False) from None
+            raise _interrupted(model, out, signals.exit_code, saved=True) from None
+        except KeyboardInterrupt:  # a second signal: whatever was being saved was abandoned
+            raise _interrupted(model, out, signals.exit_code, saved=False) from None
+
+
+def _interrupted(model: Model, out: Outputs, code: int, saved: bool) -> RunInterrupted:
+    st = model.trainer.state
+    where = f"epoch {st.epoch + (1 if st.position else 0)}, step {model.step}"
+    resumable = str(out.latest) if out.latest is not None and out.latest.is_file() else None
+    if resumable is None:
+        msg = f"interrupted at {where}; nothing saved (the spec writes no checkpoint)"
+    elif saved:
+        msg = f"interrupted at {where}; the run is saved in {resumable}: continue it with --resume {resumable}"
+    else:
+        msg = (f"interrupted again while saving at {where}; that save was abandoned, the last complete state is "
+               f"{resumable}: continue it with --resume {resumable}")
+    err = RunInterrupted(msg)
+    err.exit_code = code
+    return err
+
+
+def _result(model: Model, splits, out: Outputs, history: list[dict], start: float) -> dict:
+    cfg, st = model.program.train, model.trainer.state
+    es = cfg.early_stopping
+    weights, weights_epoch = "last", st.epoch
+    if out.best is not None and out.best.is_file():
+        best = hdf5.load(out.best)  # the run's result is the best checkpoint's weights
         for n, arr in model.variables.items():
             arr[...] = best.variables[n].value
-    last = history[-1] if history else {}
+        weights, weights_epoch = "best checkpoint", st.best_epoch
+    elif es is not None and es.restore_best and st.es_best is not None and model.trainer.best_weights is not None:
+        weights = "early stopping's best"
+        weights_epoch = next((row["epoch"] for row in model.history if row.get(es.monitor) == st.es_best), None)
+    elif cfg.average and model.trainer.updater.averaged:
+        weights, weights_epoch = f"{cfg.average} average", None
+    last = model.history[-1] if model.history else {}
     result = {
-        "epochs_run": len(history),
-        "train_loss": last.get("loss"),  # running averages over the last epoch, as Keras reports them
+        "epochs_run": len(model.history),  # of the whole run, resumed parts included
+        "epochs_trained_now": len(history),
+        "last_epoch": st.epoch,
+        # running averages over the last epoch while its weights changed, as Keras reports them
+        "train_loss": last.get("loss"),
         "train_accuracy": last.get("accuracy"),
-        "val_loss": None,  # val and test: the final weights (the best checkpoint's, if best= is set)
+        # val and test: the weights the run ends with, from `weights_epoch` ("weights" says which)
+        "val_loss": None,
         "val_accuracy": None,
         "test_loss": None,
         "test_accuracy": None,
-        "stopped_early": model.trainer.state.stopped_early,
-        "checkpoint": str(best_path or latest) if (best_path or latest) is not None else None,
-        "log": str(log_path) if log_path is not None else None,
+        "weights": weights,
+        "weights_epoch": weights_epoch,
+        "best_epoch": st.best_epoch if cfg.best else None,
+        "stopped_early": st.stopped_early,
+        "checkpoint": out.existing(),
+        "log": str(out.log) if out.log is not None and out.log.is_file() else None,
         "frozen_cache": model.trainer.cache_report,
-        "snapshots": [str(p) for p in snapshots],
+        "snapshots": [str(p) for p in out.snapshots],
     }
-    for split in ("val", "test"):
+    final = {}
+    for split in ("train", "val", "test"):
         data = getattr(splits, split)
         if data is not None:
             metrics = model.evaluate(*data)
-            result[f"{split}_loss"] = metrics["loss"]
-            result[f"{split}_accuracy"] = metrics.get("accuracy")
+            final[f"{split}_loss"], final[f"{split}_accuracy"] = metrics["loss"], metrics.get("accuracy")
+            if split != "train":
+                result[f"{split}_loss"], result[f"{split}_accuracy"] = final[f"{split}_loss"], final[f"{split}_accuracy"]
+    result["final_weights"] = final  # every split, in inference mode, of the weights the run ends with
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result

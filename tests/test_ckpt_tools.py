@@ -542,10 +542,10 @@ def test_cli_rename(a, tmp_path):
 def test_cli_refuses_to_overwrite_an_input(a, b):
     before = a.read_bytes()
     r = cli("ckpt", "rename", a, "--from", "dnn/", "--to", "enc/", "-o", a)
-    assert r.exit_code == 1 and r.stderr == f"error: {a} is an input of this command: pass --force to overwrite it\n"
+    assert r.exit_code == 1 and r.stderr == f"error: {a} exists; refusing to replace it without --force\n"
     assert a.read_bytes() == before
     r = cli("ckpt", "merge", a, b, "--allow-conflicts", "-o", b)
-    assert r.exit_code == 1 and "pass --force" in r.stderr
+    assert r.exit_code == 1 and "without --force" in r.stderr
     r = cli("ckpt", "extract", a, "dnn/hidden1", "-o", a, "--force")
     assert r.exit_code == 0 and list(hdf5.load(a).variables) == NAMES[:2]
 

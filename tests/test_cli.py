@@ -41,7 +41,7 @@ def test_run_json_summary(runner, spec, in_tmp):
 def test_run_prints_epoch_lines(runner, spec):
     result = runner.invoke(main, ["run", str(spec), "--set", "train.epochs=2"])
     assert result.exit_code == 0
-    assert result.stdout.count("epoch ") == 2 and "val_accuracy" in result.stdout
+    assert sum(line.startswith("epoch ") for line in result.stdout.splitlines()) == 2 and "val_accuracy" in result.stdout
     assert "done: 2 epochs" in result.stdout
 
 

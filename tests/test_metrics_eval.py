@@ -71,7 +71,7 @@ def test_eval_ensemble_averages_probabilities(in_tmp):
     x, y = models[0].load_data().test
     p = (models[0].predict(x).astype(np.float64) + models[1].predict(x)) / 2
     assert got["accuracy"] == pytest.approx(metrics.accuracy(p, y))
-    assert got["log_loss"] == pytest.approx(metrics.log_loss(p, y), rel=1e-5)
+    assert got["loss"] == pytest.approx(metrics.log_loss(p, y), rel=1e-5)
     assert got["top_2_accuracy"] == pytest.approx(metrics.top_k_accuracy(p, y, 2))
     assert len(got["per_class"]) == 3
 

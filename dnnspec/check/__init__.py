@@ -210,8 +210,13 @@ def _data_shapes(ctx: Context) -> None:
 
 
 def data_shape_errors(program: Program, n_features: int, n_classes: int | None, label_width: int | None = None,
-                      input_span=None):
-    """Diagnostics for a model whose input or output width does not fit the data."""
+                      input_span=None, classes_from_labels: bool = False):
+    """Diagnostics for a model whose input or output width does not fit the data.
+
+    `classes_from_labels`: `n_classes` is only the data's largest label + 1 (no declared class
+    count). The caller has ruled out stray labels by then (`Splits.stray_labels`: a few rows
+    with a label too large are the data's fault, a DataError naming file and row), so a wider
+    label range means the data has more classes and the layer is to blame; the hint says why."""
     out = Diagnostics()
     if n_features != program.input_width:
         out.error("E047", f"input '{program.input_name}' has width {program.input_width} but the data has "
@@ -220,8 +225,13 @@ def data_shape_errors(program: Program, n_features: int, n_classes: int | None, 
     want = loss.out_width(n_classes, label_width)
     if want is not None and program.ops and want != program.output_width:
         last = program.ops[-1]
+        hint = None
+        if classes_from_labels and n_classes is not None and want == n_classes:
+            hint = (f"the data's labels go up to {n_classes - 1}, and many rows have labels above "
+                    f"{program.output_width - 1}: {n_classes} classes" if n_classes > program.output_width else
+                    f"the data's labels go up to {n_classes - 1} only: {n_classes} classes")
         out.error("E048", f"the last layer '{last.layer}' has width {program.output_width} but "
-                          f"{program.train.loss.name} on this data needs {want}", last.span)
+                          f"{program.train.loss.name} on this data needs {want}", last.span, hint=hint)
     return out.items
 
 

@@ -3,6 +3,7 @@ inferred widths and declared variables (no arrays are allocated: only shapes).""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -12,11 +13,21 @@ from ..ops.base import ACTIVATIONS, LAYERS, Var
 from ..program import OpSpec
 from ..registry import Component, Int, suggest
 from ..syntax import ast
+from ..syntax.limits import MAX_NESTING
 from .values import Bound, Env, Invalid, bind_arguments, blame, convert, evaluate, resolve_component
 
 
 MAX_REPEAT = 100_000  # a hostile or mistyped `repeat 10**9` is an error, not a hang
 MAX_PARAMETERS = 2**31  # 8 GiB of float32 weights: more is a mistake on the machines this targets
+# Statements after expansion: every layer, activation, block instance, scope and repeat that
+# `repeat` and blocks produce counts one. Checked before a repeat expands (from a lower bound of
+# what its body gives) and while expanding, so `repeat 1000 { repeat 1000 { relu } }` is an error
+# at once; `repeat 100000 { relu }` (the largest repeat) fits.
+MAX_EXPANDED = 200_000
+
+
+class _Stop(Exception):
+    """Expansion stops: the model is too large (already reported)."""
 
 INIT_FAMILIES = {"glorot": "glorot_uniform", "he": "he_normal", "lecun": "lecun_normal"}
 
@@ -30,7 +41,11 @@ class Expander:
         self.input: tuple[str, int, Span | None] | None = None
         self.width: int | None = None
         self.used: dict[str, dict[str, Span | None]] = {}  # prefix -> names taken there
+        self.next_auto: dict[tuple[str, str], int] = {}  # (prefix, base) -> the first number worth trying
         self.parameters = 0
+        self.expanded = 0  # statements expanded so far (see MAX_EXPANDED)
+        self.stopped = False  # expansion stopped at a limit
+        self._sizes: dict[int, int] = {}  # id(body) -> lower bound of its expansion (see `_size`)
 
     # ------------------------------------------------------------ naming
     def _claim(self, prefix: str, name: str, span: Span | None) -> bool:
@@ -45,37 +60,108 @@ class Expander:
         return True
 
     def _auto(self, prefix: str, base: str) -> str:
+        """Keras-style: `base`, `base_1`, ... the first one free. Names are only ever added, so
+        the search resumes where the last one for (prefix, base) ended: linear in all."""
         taken = self.used.setdefault(prefix, {})
-        name, i = base, 0
+        i = self.next_auto.get((prefix, base), 0)
+        name = base if i == 0 else f"{base}_{i}"
         while name in taken:
             i += 1
             name = f"{base}_{i}"
         taken[name] = None
+        self.next_auto[(prefix, base)] = i + 1
         return name
+
+    # ------------------------------------------------------------ size
+    def _size(self, items, blocks_open: tuple[str, ...] = ()) -> int:
+        """A lower bound of the statements `items` expand to (see MAX_EXPANDED): each item counts
+        one, a block instance adds its body, a repeat its body times its count where that is a
+        literal or a `let` (else once). Memoized per body; nesting is bounded by MAX_NESTING."""
+        key = id(items)
+        if key in self._sizes:
+            return self._sizes[key]
+        total = 0
+        if len(blocks_open) <= MAX_NESTING:
+            for item in items:
+                total += 1
+                if isinstance(item, ast.Scope):
+                    total += self._size(item.body, blocks_open + ("",))
+                elif isinstance(item, ast.Repeat):
+                    total += self._static_count(item.count) * self._size(item.body, blocks_open + ("",))
+                elif isinstance(item, ast.Layer) and item.kind in self.blocks and item.kind not in blocks_open:
+                    total += self._size(self.blocks[item.kind].body, blocks_open + (item.kind,))
+        self._sizes[key] = total
+        return total
+
+    def _static_count(self, expr: ast.Expr) -> int:
+        """A repeat count known without the block arguments: a literal, or a `let`."""
+        value = None
+        if isinstance(expr, ast.Num):
+            value = expr.value
+        elif isinstance(expr, ast.Name) and expr.id in self.env:
+            value = self.env[expr.id].value
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_REPEAT:
+            return value
+        return 1
+
+    def _deeper(self, item, depth: int, detail: str = "") -> None:
+        """Going into the body of `item`, one level below `depth`: at most MAX_NESTING levels
+        (the parser bounds what is written inside each other; this, block instances in blocks)."""
+        if depth + 1 > MAX_NESTING:
+            self.diags.error("E002", f"blocks, scopes and repeats nested more than {MAX_NESTING} levels deep"
+                             + detail, item.span, hint="flatten the nesting")
+            raise Invalid
+
+    def _count(self, span: Span | None, more: int = 1) -> None:
+        """Count `more` expanded statements; past MAX_EXPANDED report it at `span` and stop."""
+        self.expanded += more
+        if self.expanded > MAX_EXPANDED:
+            self.diags.error("E049", f"the model expands to more than {MAX_EXPANDED:,} layers, scopes and "
+                             "repeats here (each one after `repeat` and blocks counts)", span,
+                             hint="a smaller repeat count, or fewer layers in the repeated body")
+            self.stopped = True
+            raise _Stop
 
     # ------------------------------------------------------------ walking
     def model(self, model: ast.Model) -> None:
-        self.body(model.body, "", self.env, "", ())
+        try:
+            self.body(model.body, "", self.env, "", (), 1)
+        except _Stop:
+            return
         if self.input is None and self.width is None:  # not yet reported by a layer before `input`
             self.diags.error("E041", f"model '{model.name}' has no input", model.span,
                              hint="start the model with `input x[WIDTH]`")
 
-    def body(self, items, prefix: str, env: Env, suffix: str, stack: tuple[str, ...]) -> None:
+    def body(self, items, prefix: str, env: Env, suffix: str, stack: tuple[str, ...], depth: int) -> None:
+        """Expand `items` at nesting level `depth` (the model body is 1; see MAX_NESTING)."""
         for item in items:
+            self._count(item.span)
             try:
                 if isinstance(item, ast.Input):
                     self._input(item, prefix, env)
                 elif isinstance(item, ast.Scope):
+                    self._deeper(item, depth)
                     name = item.name + suffix
                     self._claim(prefix, name, item.span)
-                    self.body(item.body, f"{prefix}{name}/", env, "", stack)
+                    self.body(item.body, f"{prefix}{name}/", env, "", stack, depth + 1)
                 elif isinstance(item, ast.Repeat):
+                    self._deeper(item, depth)
                     count = convert(Int(ge=1, le=MAX_REPEAT), evaluate(item.count, env, self.diags),
                                     blame(item.count, env), self.diags, "repeat count")
+                    if not item.body:
+                        continue
+                    size = count * self._size(item.body, stack)
+                    if self.expanded + size > MAX_EXPANDED:  # before expanding anything
+                        self.diags.error("E049", f"this repeat expands the model to at least {self.expanded + size:,} "
+                                         f"layers, scopes and repeats, more than {MAX_EXPANDED:,}",
+                                         blame(item.count, env) or item.span,
+                                         hint="a smaller repeat count, or fewer layers in the repeated body")
+                        self.stopped = True
+                        raise _Stop
                     for i in range(1, count + 1):
-                        self.body(item.body, prefix, env, f"{suffix}{i}", stack)
+                        self.body(item.body, prefix, env, f"{suffix}{i}", stack, depth + 1)
                 elif isinstance(item, ast.Layer):
-                    self._layer(item, prefix, env, suffix, stack)
+                    self._layer(item, prefix, env, suffix, stack, depth)
             except Invalid:
                 continue
 
@@ -88,7 +174,7 @@ class Expander:
         self.input = (item.name, width, item.width.span or item.span)
         self.width = width
 
-    def _layer(self, item: ast.Layer, prefix: str, env: Env, suffix: str, stack) -> None:
+    def _layer(self, item: ast.Layer, prefix: str, env: Env, suffix: str, stack, depth: int) -> None:
         if self.width is None:
             if self.input is None:
                 self.diags.error("E041", "a layer comes before the model's `input`", item.span,
@@ -100,7 +186,7 @@ class Expander:
         kwargs = tuple((k.name, evaluate(k.value, env, self.diags), blame(k.value, env), k.span)
                        for k in item.kwargs)
         if item.kind in self.blocks:
-            return self._instance(self.blocks[item.kind], item, args, spans, kwargs, prefix, suffix, stack)
+            return self._instance(self.blocks[item.kind], item, args, spans, kwargs, prefix, suffix, stack, depth)
         registry = LAYERS if item.kind in LAYERS else ACTIVATIONS if item.kind in ACTIVATIONS else None
         if registry is None:
             known = [*LAYERS.all_names(), *ACTIVATIONS.all_names(), *self.blocks]
@@ -140,16 +226,18 @@ class Expander:
         self.parameters += size
         if self.parameters > MAX_PARAMETERS:
             self.diags.error("E049", f"the model reaches {self.parameters:,} parameters here "
-                             f"({self.parameters * 4 / 2**30:.0f} GiB of float32), more than {MAX_PARAMETERS:,}", span)
+                             f"({self.parameters * 4 // 2**30:,} GiB of float32), more than {MAX_PARAMETERS:,}", span)
             self.width = None
             raise Invalid
         self.ops.append(OpSpec(name, name, component, n_in, n_out, op.variables(n_in), span))
         self.width = n_out
 
-    def _instance(self, block: ast.Block, item: ast.Layer, args, spans, kwargs, prefix, suffix, stack) -> None:
+    def _instance(self, block: ast.Block, item: ast.Layer, args, spans, kwargs, prefix, suffix, stack,
+                  depth: int) -> None:
         if block.name in stack:
             self.diags.error("E044", f"block '{block.name}' uses itself", item.span)
             raise Invalid
+        self._deeper(item, depth, f" (block '{block.name}' used inside {len(stack)} other block instances)")
         names = [p.name for p in block.params]
         what = f"block '{block.name}'"
         ok = True
@@ -189,7 +277,7 @@ class Expander:
         elif not self._claim(prefix, name, item.name_span):
             raise Invalid
         first = len(self.ops)
-        self.body(block.body, f"{prefix}{name}/", inner, "", (*stack, block.name))
+        self.body(block.body, f"{prefix}{name}/", inner, "", (*stack, block.name), depth + 1)
         for op in self.ops[first:]:  # a block instance is one row of the summary
             op.layer = prefix + name
 
@@ -212,7 +300,7 @@ def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:
         if not auto:
             continue
         activation, family = "linear", "glorot"
-        for nxt in ops[i + 1:]:
+        for nxt in itertools.islice(ops, i + 1, None):  # not ops[i+1:]: a copy per op is quadratic
             if nxt.component.kind == "activation":
                 cls = ACTIVATIONS.get(nxt.kind).cls
                 activation, family = nxt.kind, getattr(cls, "init_family", "glorot")

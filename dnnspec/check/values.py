@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import Diagnostics, Span
 from ..registry import REGISTRIES, REQUIRED, Component, Entry, Ref, Symbol, convert_plain, describe
 from ..syntax import ast
+from ..syntax.limits import MAX_INT
 
 
 class Invalid(Exception):
@@ -64,23 +65,42 @@ def evaluate(e: ast.Expr, env: Env, diags: Diagnostics) -> Any:
         _need_number(b, e.right, env, diags, e.op)
         try:
             if e.op == "+":
-                return a + b
-            if e.op == "-":
-                return a - b
-            if e.op == "*":
-                return a * b
-            if e.op == "/":
-                return a / b
-            result = a**b
-            if isinstance(result, complex) or (isinstance(result, float) and not math.isfinite(result)):
-                raise ValueError
-            return result
+                result = a + b
+            elif e.op == "-":
+                result = a - b
+            elif e.op == "*":
+                result = a * b
+            elif e.op == "/":
+                result = a / b
+            elif isinstance(a, int) and isinstance(b, int) and b > 64 and abs(a) > 1:
+                result = MAX_INT + 1  # |a|**b >= 2**65: refused before Python computes it
+            else:
+                result = a**b
         except ZeroDivisionError:
             diags.error("E012", "division by zero", e.right.span)
-        except (OverflowError, ValueError):
-            diags.error("E012", f"'{e.op}' gives no finite real number here", e.span)
-        raise Invalid
+            raise Invalid from None
+        except OverflowError:
+            result = math.inf
+        if isinstance(result, complex):
+            diags.error("E012", f"'{e.op}' gives no real number here", e.span)
+            raise Invalid
+        problem = result_problem(result)
+        if problem:
+            diags.error("E014", f"'{e.op}' gives {problem}", e.span)
+            raise Invalid
+        return result
     raise TypeError(f"not an expression: {e!r}")  # pragma: no cover
+
+
+def result_problem(v: int | float) -> str | None:
+    """Why a number cannot be a spec value (see `limits`): an integer beyond 64 bits, a float
+    that is infinite or not a number; None if it is fine."""
+    if isinstance(v, int):
+        return None if -MAX_INT <= v <= MAX_INT else f"an integer beyond the 64-bit limit 2**63-1 = {MAX_INT}"
+    if not math.isfinite(v):
+        return ("a number too large for a 64-bit float (over about 1.8e308)" if not math.isnan(v)
+                else "no number (nan)")
+    return None
 
 
 def _need_number(v: Any, e: ast.Expr, env: Env, diags: Diagnostics, op: str) -> None:

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import CheckpointError, UserError
-from ..fileio import atomic_write
+from ..fileio import write_bytes
 from ..program import builtin_collections, collection
 from ..version import __version__
 
@@ -71,48 +71,79 @@ def _dataset(group, name: str, value: np.ndarray):
 
 
 def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
-    """Write a checkpoint atomically (temporary file + rename; see `dnnspec.fileio.atomic_write`)."""
+    """Write a checkpoint atomically (temporary file + rename; see `dnnspec.fileio.atomic_write`).
+
+    The HDF5 file is built in memory and written with one plain write: a full disk is then an
+    ordinary error of that write (reported with the size needed), never a failure inside the
+    HDF5 library, which prints tracebacks and can crash the process."""
+    return write_bytes(path, image(ckpt))
+
+
+def image(ckpt: Checkpoint) -> bytes:
+    """The bytes of the checkpoint's HDF5 file."""
+    import h5py
+
+    with h5py.File(f"dnnspec-{id(ckpt)}.h5", "w", driver="core", backing_store=False) as f:
+        _write(f, ckpt)
+        f.flush()
+        return f.id.get_file_image()
+
+
+def _write(f, ckpt: Checkpoint) -> None:
+    import h5py
+
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["dnnspec_version"] = __version__
+    f.attrs["spec_sha256"] = ckpt.spec_sha256
+    f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    f.create_dataset("spec", data=ckpt.spec, dtype=h5py.string_dtype())
+    variables = f.create_group("variables")
+    variables.attrs["order"] = json.dumps(list(ckpt.variables))  # model order; HDF5 lists by name
+    for name, rec in ckpt.variables.items():
+        ds = _dataset(variables, name, rec.value)
+        ds.attrs["trainable"] = bool(rec.trainable)
+        ds.attrs["role"] = rec.role
+        ds.attrs["init"] = rec.init
+        ds.attrs["collections"] = json.dumps(list(rec.collections))
+    if ckpt.optimizer is not None:
+        opt = f.create_group("optimizer")
+        opt.attrs["name"] = ckpt.optimizer["name"]
+        opt.attrs["hyperparameters"] = json.dumps(ckpt.optimizer.get("hyperparameters", {}))
+        opt.attrs["step"] = int(ckpt.optimizer.get("step", 0))
+        slots = opt.create_group("slots")
+        for slot, arrays in ckpt.optimizer.get("slots", {}).items():
+            g = slots.create_group(slot)
+            for name, arr in arrays.items():
+                _dataset(g, name, arr)
+    state = f.create_group("state")
+    for key, value in ckpt.state.items():
+        state.attrs[key] = json.dumps(value)
+    for key, value in ckpt.state_arrays.items():
+        _dataset(state, key, value)
+    history = f.create_group("history")
+    keys = sorted({k for row in ckpt.history for k, v in row.items() if _is_number(v)})
+    for key in keys:
+        _dataset(history, key, np.array([float(row.get(key, np.nan)) for row in ckpt.history]))
+    collections = f.create_group("collections")
+    for cname, names in ckpt.collections.items():
+        collections.create_dataset(cname, data=list(names), dtype=h5py.string_dtype())
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a dnnspec checkpoint (an HDF5 file with format="dnnspec"): the only kind
+    of existing file a run or a `ckpt` command may replace."""
     import h5py
 
     path = Path(path)
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["dnnspec_version"] = __version__
-        f.attrs["spec_sha256"] = ckpt.spec_sha256
-        f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        f.create_dataset("spec", data=ckpt.spec, dtype=h5py.string_dtype())
-        variables = f.create_group("variables")
-        variables.attrs["order"] = json.dumps(list(ckpt.variables))  # model order; HDF5 lists by name
-        for name, rec in ckpt.variables.items():
-            ds = _dataset(variables, name, rec.value)
-            ds.attrs["trainable"] = bool(rec.trainable)
-            ds.attrs["role"] = rec.role
-            ds.attrs["init"] = rec.init
-            ds.attrs["collections"] = json.dumps(list(rec.collections))
-        if ckpt.optimizer is not None:
-            opt = f.create_group("optimizer")
-            opt.attrs["name"] = ckpt.optimizer["name"]
-            opt.attrs["hyperparameters"] = json.dumps(ckpt.optimizer.get("hyperparameters", {}))
-            opt.attrs["step"] = int(ckpt.optimizer.get("step", 0))
-            slots = opt.create_group("slots")
-            for slot, arrays in ckpt.optimizer.get("slots", {}).items():
-                g = slots.create_group(slot)
-                for name, arr in arrays.items():
-                    _dataset(g, name, arr)
-        state = f.create_group("state")
-        for key, value in ckpt.state.items():
-            state.attrs[key] = json.dumps(value)
-        for key, value in ckpt.state_arrays.items():
-            _dataset(state, key, value)
-        history = f.create_group("history")
-        keys = sorted({k for row in ckpt.history for k, v in row.items() if _is_number(v)})
-        for key in keys:
-            _dataset(history, key, np.array([float(row.get(key, np.nan)) for row in ckpt.history]))
-        collections = f.create_group("collections")
-        for cname, names in ckpt.collections.items():
-            collections.create_dataset(cname, data=list(names), dtype=h5py.string_dtype())
-    return path
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                return False
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT
+    except Exception:  # unreadable or damaged: not identifiable as ours
+        return False
 
 
 def _is_number(v) -> bool:

@@ -64,10 +64,16 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
 
 
 def _print_result(r: dict) -> None:
-    parts = [f"{r['epochs_run']} epochs in {r['seconds']:.1f}s"]
-    for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
-        if r.get(key) is not None:
-            parts.append(f"{key} {r[key]:.4f}")
+    n = r["epochs_run"]
+    parts = [f"{n} epoch{'s' if n != 1 else ''} in {r['seconds']:.1f}s"]
+    if r.get("stopped_early"):
+        parts.append(f"stopped early at epoch {r['last_epoch']}")
+    if r.get("train_accuracy") is not None:
+        parts.append(f"train_accuracy {r['train_accuracy']:.4f} (epoch {r['last_epoch']}, running)")
+    scored = [k for k in ("val_accuracy", "test_accuracy") if r.get(k) is not None]
+    if scored:
+        source = r["weights"] + (f", epoch {r['weights_epoch']}" if r.get("weights_epoch") else "")
+        parts.append(", ".join(f"{k} {r[k]:.4f}" for k in scored) + f" ({source})")
     if r.get("checkpoint"):
         parts.append(f"checkpoint {r['checkpoint']}")
     click.echo("done: " + ", ".join(parts))
@@ -199,7 +205,7 @@ def eval_(spec, ckpts, overrides, split, top_k, per_class, as_json):
             if model.plan.loss.labels == "real":
                 row = {"loss": float(np.mean((p - np.asarray(y).reshape(p.shape)) ** 2))}
             else:
-                row = {"log_loss": metrics.log_loss(p, y), "accuracy": metrics.accuracy(p, y)}
+                row = {"loss": metrics.log_loss(p, y), "accuracy": metrics.accuracy(p, y)}  # one name, one checkpoint or many
         p = probs[n] / len(ckpts)
         if model.plan.loss.labels != "real":
             for k in top_k:

@@ -3,7 +3,8 @@
 The commands are thin: the work is in `dnnspec.ckpt.tools` (pure functions over checkpoints),
 reading goes through `hdf5.load` (any failure to read a file is a CheckpointError naming it: exit
 1) and writing through `hdf5.save` (atomic, `dnnspec.fileio.atomic_write`). A command that writes
-(-o OUT) refuses to overwrite one of its own inputs unless given --force.
+(-o OUT) refuses an existing file unless given --force, and a file that is not a dnnspec
+checkpoint even then.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .common import EXIT_RUNTIME, handle_errors, overrides_option
 ckpt_path = click.Path()  # an input: a folder or a damaged file is reported by hdf5.load (exit 1, naming it)
 output_option = click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
                              help="Write the new checkpoint here.")
-force_option = click.option("--force", is_flag=True, help="Allow -o to overwrite an input file.")
+force_option = click.option("--force", is_flag=True,
+                            help="Replace an existing checkpoint at -o (never a file that is not a dnnspec checkpoint).")
 
 
 @click.group()
@@ -57,7 +59,8 @@ def ckpt_show(path):
             click.echo(f"{key}: {c.attrs[key]}")
     st = c.state
     if st:
-        click.echo(f"epoch: {st.get('epoch')}  global_step: {st.get('global_step')}  best: {st.get('best')}")
+        step = c.optimizer["step"] if c.optimizer else st.get("global_step")  # the one step counter
+        click.echo(f"epoch: {st.get('epoch')}  step: {step}  best: {st.get('best')}")
     for d in st.get("derived", []):
         click.echo("derived: " + ", ".join(f"{k} {v}" for k, v in d.items()))
     if c.optimizer:
@@ -193,15 +196,12 @@ def ckpt_diff(a, b, atol, changed_only, exit_code):
         sys.exit(EXIT_RUNTIME)
 
 
-def _refuse_overwrite(out: str, inputs, force: bool) -> None:
-    from ..errors import UserError
+def _refuse_overwrite(out: str, force: bool) -> None:
+    """-o replaces only a dnnspec checkpoint, and only with --force (its inputs are read first)."""
+    from ..ckpt import hdf5
+    from ..fileio import check_output
 
-    o = Path(out)
-    if force or not o.exists():
-        return
-    for i in inputs:
-        if Path(i).exists() and o.samefile(i):
-            raise UserError(f"{out} is an input of this command: pass --force to overwrite it")
+    check_output(out, hdf5.is_checkpoint, "checkpoint", force)
 
 
 @ckpt.command("rename")
@@ -216,7 +216,7 @@ def ckpt_rename(path, rename_from, rename_to, out, force):
     """Rename variables (with their optimizer slots and collection members)."""
     from ..ckpt import hdf5, tools
 
-    _refuse_overwrite(out, [path], force)
+    _refuse_overwrite(out, force)
     c = hdf5.load(path)
     new = tools.rename(c, rename_from, rename_to)
     hdf5.save(out, new)
@@ -236,7 +236,7 @@ def ckpt_extract(path, pattern, out, force):
     """Write the variables PATTERN matches (and their optimizer slots) to a new checkpoint."""
     from ..ckpt import hdf5, tools
 
-    _refuse_overwrite(out, [path], force)
+    _refuse_overwrite(out, force)
     c = hdf5.load(path)
     new = tools.extract(c, pattern)
     hdf5.save(out, new)
@@ -258,7 +258,7 @@ def ckpt_merge(a, b, out, allow_conflicts, prefer, force):
     """The union of two checkpoints (A's spec); conflicting variables are refused unless allowed."""
     from ..ckpt import hdf5, tools
 
-    _refuse_overwrite(out, [a, b], force)
+    _refuse_overwrite(out, force)
     ca, cb = hdf5.load(a), hdf5.load(b)
     new = tools.merge(ca, cb, allow_conflicts, prefer)
     hdf5.save(out, new)

@@ -29,7 +29,7 @@ def handle_errors(fn):
             if debug:
                 raise
             click.echo(f"error: {e}", err=True)
-            sys.exit(EXIT_RUNTIME)
+            sys.exit(getattr(e, "exit_code", EXIT_RUNTIME))
         except BrokenPipeError:  # `dnnspec ... | head`: the reader left; not an error
             sys.stderr.close()
             sys.exit(EXIT_OK)

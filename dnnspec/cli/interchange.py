@@ -38,13 +38,14 @@ def _beside(out: Path, fmt: str, suffix: str) -> Path:
               help="End with the loss's output function (softmax/sigmoid), as `predict` does; default: logits.")
 @click.option("--fold-batchnorm", is_flag=True, help="onnx: fold batch norm into the dense layer before it.")
 @click.option("--opset", type=int, default=None, help="onnx: the opset to target (default 17; Gelu is native from 20).")
+@click.option("--force", is_flag=True, help="Replace existing output files of the same format.")
 @handle_errors
-def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm, opset):
+def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm, opset, force):
     """Export a dnnspec checkpoint: keras (.weights.h5), keras2 (.h5), torch (.safetensors), onnx, npz."""
     from ..api import load_checkpoint
     from ..ckpt import interchange as ix
     from ..errors import UserError
-    from ..fileio import write_text
+    from ..fileio import check_output, write_text
 
     out = Path(out)
     fmt = fmt or ix.guess_format(out, EXPORT_FORMATS)
@@ -59,6 +60,10 @@ def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm
         raise UserError("--config applies to keras and keras2 exports only")
     if code and not FORMATS[fmt].code:
         raise UserError(f"--code: {fmt} files carry their own graph; model code is written for keras, keras2, torch")
+    check_output(out, lambda p: ix.is_export(p, fmt), f"{fmt} file", force)
+    for wanted, suffix in ((code, ".py"), (config, ".json")):
+        if wanted:
+            check_output(_beside(out, fmt, suffix), ix.is_generated, "model definition", force)
     model = load_checkpoint(checkpoint)
     ix.export_model(model.program, model.variables, fmt, out, step=model.step, **options)
     click.echo(f"wrote {out} ({FORMATS[fmt].description})")
@@ -83,14 +88,18 @@ def export_cmd(checkpoint, fmt, out, code, config, probabilities, fold_batchnorm
 @click.option("--scope", default=None, metavar="PATTERN",
               help="Import only variables whose dnnspec name matches this regex from the start, e.g. 'dnn/hidden[12]'; "
                    "the others keep their initial values.")
+@click.option("--force", is_flag=True, help="Replace an existing dnnspec checkpoint at -o.")
 @overrides_option
 @handle_errors
-def import_cmd(source, fmt, spec, out, scope, overrides):
+def import_cmd(source, fmt, spec, out, scope, overrides, force):
     """Fill a spec's variables from a Keras, PyTorch (safetensors) or .npz file; write a dnnspec checkpoint."""
     from ..api import compile_file
+    from ..ckpt import hdf5
     from ..ckpt import interchange as ix
+    from ..fileio import check_output
 
     fmt = fmt or ix.guess_format(source, IMPORT_FORMATS)
+    check_output(out, hdf5.is_checkpoint, "checkpoint", force)
     model = compile_file(spec, overrides)
     report = ix.import_into(model.program, model.variables, fmt, source, scope)
     model.save(out)

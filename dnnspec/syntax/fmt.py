@@ -7,6 +7,8 @@ after code stays at the end of that line.
 
 from __future__ import annotations
 
+from collections import deque
+
 from . import ast
 
 INDENT = "    "
@@ -28,8 +30,21 @@ def format_number(v: int | float) -> str:
     return text
 
 
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def format_string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A string literal that parses back to `s`: quotes and backslashes escaped, and so are the
+    characters a one-line literal cannot hold or a reader cannot see (newlines, controls)."""
+    out = []
+    for ch in s:
+        if ch in _STRING_ESCAPES:
+            out.append(_STRING_ESCAPES[ch])
+        elif ord(ch) < 32 or ch in "\x7f\x85\u2028\u2029":
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _prec(e: ast.Expr) -> int:
@@ -92,7 +107,7 @@ def format_setting(s: ast.Setting) -> str:
 def _comments(source: str) -> dict[int, tuple[str, bool]]:
     """line -> (comment text, whether it stands alone on its line); '#' inside strings is not one."""
     found: dict[int, tuple[str, bool]] = {}
-    for number, line in enumerate(source.splitlines(), 1):
+    for number, line in enumerate(source.split("\n"), 1):  # lines as the parser counts them
         in_string = escaped = False
         for i, ch in enumerate(line):
             if in_string:
@@ -113,12 +128,12 @@ def _comments(source: str) -> dict[int, tuple[str, bool]]:
 class _Writer:
     def __init__(self, source: str):
         self.comments = _comments(source)
-        self.pending = sorted(self.comments)
+        self.pending = deque(sorted(self.comments))
         self.lines: list[str] = []
 
     def _flush_before(self, line: int, depth: int) -> None:
         while self.pending and self.pending[0] < line:
-            ln = self.pending.pop(0)
+            ln = self.pending.popleft()
             text, alone = self.comments[ln]
             if alone:
                 self.lines.append(INDENT * depth + text)
@@ -129,7 +144,7 @@ class _Writer:
         if line is not None:
             self._flush_before(line, depth)
             if self.pending and self.pending[0] == line:
-                self.pending.pop(0)
+                self.pending.popleft()
                 comment, _ = self.comments[line]
                 text += "  " + comment
         self.lines.append(INDENT * depth + text)

@@ -6,16 +6,22 @@ here is a bug, never a user error (see STYLE.md on lark's VisitError).
 
 from __future__ import annotations
 
-import ast as pyast
+import math
+import re
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import Diagnostic, Span, SpecError
 from . import ast
+from .limits import MAX_EXPR_DEPTH, MAX_INT, MAX_NESTING, MAX_SOURCE_CHARS
+
+BOM = "\ufeff"
 
 
 def grammar_text() -> str:
@@ -32,8 +38,18 @@ def _parser(start: str) -> Lark:
 
 
 def parse(text: str, file: str = "<spec>") -> ast.Spec:
-    """Parse a whole spec; raises SpecError with a located syntax error."""
+    """Parse a whole spec; raises SpecError with a located syntax error.
+
+    A UTF-8 byte order mark at the start is skipped (columns count from after it). Before the
+    AST is built, the tree is checked against the limits of `limits` (nesting depth, number
+    range, string escapes), so building, checking and formatting the AST never recurse deeper
+    than `MAX_NESTING`/`MAX_EXPR_DEPTH` levels nor meet a number they cannot hold.
+    """
+    if text.startswith(BOM):
+        text = text[len(BOM):]
+    _check_size(text, file)
     tree = _parse(text, file, "start")
+    _check_tree(tree, file, text)
     statements = _Builder(file).transform(tree)
     return ast.Spec(tuple(statements), file=file, source=text)
 
@@ -45,8 +61,111 @@ def parse_expr(text: str, file: str = "<--set>", start: int = 0) -> ast.Expr:
     the nodes the checker reports on, point at the column of ``KEY=VALUE`` the user typed. Raises
     SpecError with a located syntax error, exactly as `parse` does for a file.
     """
+    _check_size(text, file)
     tree = _parse(" " * start + text[start:], file, "expr", source=text)
+    _check_tree(tree, file, text)
     return _Builder(file).transform(tree)
+
+
+def _check_size(text: str, file: str) -> None:
+    if len(text) > MAX_SOURCE_CHARS:
+        raise SpecError([Diagnostic("E003", f"the spec is {len(text):,} characters long, more than the limit of "
+                                            f"{MAX_SOURCE_CHARS:,}")], {file: ""}, file)
+
+
+# Tree nodes that make an expression one level deeper (see `limits.MAX_EXPR_DEPTH`).
+_EXPR_NODES = frozenset({"add", "sub", "mul", "div", "pow", "neg", "list", "call"})
+
+
+def _check_tree(tree, file: str, source: str) -> None:
+    """Walk the parse tree without recursion; raise SpecError for nesting deeper than the limits
+    (E002, once per statement), integer literals beyond 64 bits or real literals beyond a 64-bit
+    float (E014), and strings with an invalid escape (E001)."""
+    problems: list[Diagnostic] = []
+    stack = [(tree, 0, 0)]
+    while stack:
+        node, bodies, exprs = stack.pop()
+        if isinstance(node, Token):
+            if node.type == "NUMBER":
+                message = number_problem(str(node))
+                if message:
+                    problems.append(Diagnostic("E014", message, _tok_span(file, node)))
+            elif node.type == "STRING":
+                try:
+                    unquote(str(node))
+                except ValueError as e:
+                    problems.append(Diagnostic("E001", f"syntax error: {e}", _tok_span(file, node),
+                                               hint=r'a backslash escape is one of \\ \" \n \t \r \xHH \uHHHH '
+                                                    r'\UHHHHHHHH \N{NAME}'))
+            continue
+        if not isinstance(node, Tree):
+            continue
+        if node.data == "body":
+            bodies += 1
+            if bodies > MAX_NESTING:
+                problems.append(Diagnostic(
+                    "E002", f"blocks, scopes and repeats nested more than {MAX_NESTING} levels deep",
+                    _span(file, node.meta), hint="flatten the nesting, e.g. with a block"))
+                continue
+        elif node.data in _EXPR_NODES:
+            exprs += 1
+            if exprs > MAX_EXPR_DEPTH:
+                problems.append(Diagnostic(
+                    "E002", f"an expression nested more than {MAX_EXPR_DEPTH} levels deep (each operator, call "
+                            "and list is a level)", _span(file, node.meta), hint="split it with `let`"))
+                continue
+        stack.extend((child, bodies, exprs) for child in reversed(node.children))
+    if problems:
+        raise SpecError(problems, {file: source})
+
+
+def number_problem(text: str) -> str | None:
+    """Why a number literal is out of range (64-bit integer, finite 64-bit float), or None."""
+    if text.isdigit():
+        digits = text.lstrip("0")
+        if len(digits) > 19 or (digits and int(digits) > MAX_INT):
+            shown = digits if len(digits) <= 30 else f"{digits[:12]}...{digits[-6:]} ({len(digits)} digits)"
+            return f"integer {shown} is too large: integers are 64-bit (at most 2**63-1 = {MAX_INT})"
+        return None
+    if not math.isfinite(float(text)):
+        shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
+        return f"number {shown} is too large for a 64-bit float (at most about 1.8e308)"
+    return None
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[0-7]{1,3}|[xuUN]|.)", re.S)
+_SIMPLE = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+           "v": "\v"}
+
+
+def unquote(token: str) -> str:
+    """The value of a STRING token, with Python's escapes (an unknown one such as the ``\\d`` of a
+    regular expression stays as written); ValueError naming an invalid escape."""
+    body = token[1:-1]
+    if "\\" not in body:
+        return body
+
+    def one(m: re.Match) -> str:
+        e = m.group(1)
+        if e in _SIMPLE:
+            return _SIMPLE[e]
+        if e[0] in "xuU" and len(e) > 1:
+            code = int(e[1:], 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise ValueError(f"invalid escape \\{e} in a string (not a character)")
+            return chr(code)
+        if e[0] == "N" and len(e) > 1:
+            try:
+                return unicodedata.lookup(e[2:-1])
+            except KeyError:
+                raise ValueError(f"invalid escape \\{e} in a string (no such character name)") from None
+        if e in "xuUN":
+            raise ValueError(f"invalid escape \\{e} in a string (truncated)")
+        if e[0] in "01234567":
+            return chr(int(e, 8))
+        return "\\" + e
+
+    return _ESCAPE.sub(one, body)
 
 
 def _parse(text: str, file: str, start: str, source: str | None = None):
@@ -95,11 +214,18 @@ def _syntax_diagnostic(e: UnexpectedInput, src: str, file: str, end: str = "end 
         line = max(1, src.count("\n") + (not src.endswith("\n")))
         col = len(src.rstrip("\n").split("\n")[-1]) + 1
     if isinstance(e, UnexpectedCharacters):
-        what = f"unexpected character {src[e.pos_in_stream]!r}"
+        char = src[e.pos_in_stream]
+        what = f"unexpected character {char!r}"
         expected = set()  # lark's `allowed` here is often wrong after a default reduction
-        if src[e.pos_in_stream] == '"':
+        if char == '"':
             return Diagnostic("E001", "syntax error: unterminated string", Span(file, line, col),
                               hint='a string ends with " on the same line')
+        if not char.isascii():
+            name = unicodedata.name(char, "")
+            return Diagnostic("E001", f"syntax error: unexpected non-ASCII character {char!r} "
+                                      f"(U+{ord(char):04X}{' ' + name if name else ''})", Span(file, line, col),
+                              hint="names and numbers are ASCII (letters, digits, '_'); other characters "
+                                   "belong in strings and comments")
     elif isinstance(e, UnexpectedToken):
         tok = e.token
         what = "unexpected end of line" if tok.type == "_NL" else (
@@ -127,8 +253,10 @@ def _tok_span(file: str, tok: Token) -> Span:
 
 
 @v_args(meta=True)
-class _Builder(Transformer):
-    """Builds AST nodes from the parse tree; nothing else."""
+class _Builder(Transformer_NonRecursive):
+    """Builds AST nodes from the parse tree; nothing else. Non-recursive (lark's own loop), and
+    `_check_tree` has already refused what a node could not hold (a 400-digit integer, a bad
+    escape), so nothing here raises."""
 
     def __init__(self, file: str):
         super().__init__()
@@ -140,11 +268,11 @@ class _Builder(Transformer):
     # expressions
     def number(self, meta, c):
         text = str(c[0])
-        value = int(text) if text.isdigit() else float(text)
+        value = int(text.lstrip("0") or "0") if text.isdigit() else float(text)
         return ast.Num(value, self._s(meta), text)
 
     def string(self, meta, c):
-        return ast.Str(pyast.literal_eval(str(c[0])), self._s(meta))
+        return ast.Str(unquote(str(c[0])), self._s(meta))
 
     def true(self, meta, c):
         return ast.Bool(True, self._s(meta))
@@ -179,7 +307,7 @@ class _Builder(Transformer):
 
     def on(self, meta, c):
         tok = c[0]
-        return ("on", ast.Str(pyast.literal_eval(str(tok)), _tok_span(self.file, tok)))
+        return ("on", ast.Str(unquote(str(tok)), _tok_span(self.file, tok)))
 
     def args(self, meta, c):
         items = [x for x in c if x is not None]

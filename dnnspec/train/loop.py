@@ -48,6 +48,13 @@ class TrainState:
     position: Position | None = None  # set while inside an epoch
 
 
+class Diverged(UserError):
+    """Training produced a non-finite loss, weight, statistic or optimizer slot (exit code 1)."""
+
+
+DIVERGED_HINT = "lower the learning rate, or clip gradients with clip_norm"
+
+
 class Reporter(Protocol):
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None: ...
     def batch_end(self, batch: int, loss: float) -> None: ...
@@ -84,10 +91,25 @@ class Trainer:
         self.best_weights: tuple[np.ndarray, np.ndarray] | None = None
         self.cache_frozen = self.cfg.cache_frozen
         self.cache_report: str | None = None
+        self._fitting_epoch: int | None = None  # the epoch under way while fit runs (see state_dict)
 
     # ------------------------------------------------------------ training
     def fit(self, train: XY, val: XY | None = None, epochs: int | None = None, batch: int | None = None) -> list[dict]:
-        """Train `epochs` more epochs, or (None) until the spec's epoch count is reached."""
+        """Train `epochs` more epochs, or (None) until the spec's epoch count is reached; returns
+        the history rows of the epochs this call ran (`state.history` keeps them all).
+
+        A non-finite loss, weight or moving statistic stops training with `Diverged` at the step
+        it appears; optimizer slots and averaged weights are checked at the end of every epoch
+        and whenever a hook captures the state, so no hook ever sees (or saves) a non-finite state.
+        """
+        done = len(self.state.history)
+        try:
+            self._fit(train, val, epochs, batch)
+        finally:
+            self._fitting_epoch = None
+        return self.state.history[done:]
+
+    def _fit(self, train: XY, val: XY | None, epochs: int | None, batch: int | None) -> None:
         x, y = train
         target = self.cfg.epochs if epochs is None else self.state.epoch + epochs
         batch = min(self.cfg.batch if batch is None else batch, len(x))
@@ -105,6 +127,7 @@ class Trainer:
             set_state(self.shuffle_rng, copy.deepcopy(pos.shuffle_state))
             order = self.shuffle_rng.permutation(n) if self.cfg.shuffle else np.arange(n)
             self.state.position = pos
+            self._fitting_epoch = epoch
             self.reporter.epoch_start(epoch, target, n_batches)
             for b in range(pos.batch, n_batches):
                 tick = time.perf_counter()
@@ -114,8 +137,8 @@ class Trainer:
                 np.take(y, idx, axis=0, out=yb[:m])
                 loss, right = self.train_step(xb[:m], yb[:m], epoch, start_op)
                 if not math.isfinite(loss):
-                    raise UserError(f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1}: training "
-                                    "diverged (lower the learning rate, or clip gradients with clip_norm)")
+                    raise self._diverged(epoch, f"the loss became {_spell(loss)}")
+                self.check_finite(epoch)
                 pos.loss_sum += loss * m
                 if right is None:
                     pos.has_acc = False
@@ -127,6 +150,10 @@ class Trainer:
                 if self.on_step is not None and pos.batch < n_batches:
                     self.on_step(self)
             logs = self._epoch_logs(epoch, pos, n, val, start_op)
+            self.check_finite(epoch, full=True)  # before anything (early stopping, hooks) keeps the state
+            bad = [k for k, v in logs.items() if k.startswith("val_") and not math.isfinite(v)]
+            if bad:
+                raise self._diverged(epoch, f"the validation {bad[0][4:]} became {_spell(logs[bad[0]])}")
             self.state.position = None
             self.state.epoch += 1
             self.state.history.append(logs)
@@ -139,7 +166,40 @@ class Trainer:
             self.plan.theta[...], self.plan.fixed[...] = self.best_weights
         elif self.updater.averaged:  # like Keras' use_ema: the model ends with the averaged weights
             self.plan.theta[...] = self.updater.average
-        return self.state.history
+
+    # ------------------------------------------------------------ divergence
+    def check_finite(self, epoch: int, full: bool = False) -> None:
+        """Raise `Diverged` naming the first non-finite variable.
+
+        The per-step check is one summation over each flat buffer (theta: every trainable
+        weight; fixed: frozen weights and moving statistics), no allocation: a NaN or Inf makes
+        the sum non-finite. Only then (or when the sum merely overflowed) are the variables
+        looked at one by one. `full` adds the optimizer slots and the averaged weights (a
+        second-moment slot can overflow to Inf while the weights stay finite)."""
+        plan = self.plan
+        with np.errstate(over="ignore", invalid="ignore"):
+            quick = all(math.isfinite(np.add.reduce(buf)) for buf in (plan.theta, plan.fixed) if buf.size)
+        if quick and not full:
+            return
+        for name, value in self._checked_arrays(full):
+            if not np.isfinite(value).all():
+                raise self._diverged(epoch, _became(name, value))
+
+    def _checked_arrays(self, full: bool):
+        plan, up = self.plan, self.updater
+        yield from plan.variables.items()
+        if not full:
+            return
+        opt = self.cfg.optimizer.name
+        for slot, views in up.slot_views().items():
+            for name, value in views.items():
+                yield f"{opt} slot {slot!r} of {name}", value
+        if up.averaged and up.average is not None:
+            for name, (a, b) in plan.offsets.items():
+                yield f"the averaged {name}", up.average[a:b]
+
+    def _diverged(self, epoch: int, what: str) -> Diverged:
+        return Diverged(f"training diverged at epoch {epoch + 1}, step {self.updater.t}: {what} ({DIVERGED_HINT})")
 
     @contextmanager
     def evaluation_weights(self):
@@ -242,7 +302,12 @@ class Trainer:
     # ------------------------------------------------------------ the loop's part of the run state
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(JSON-able scalars, arrays): epoch, best-epoch and early-stopping counters, the
-        position inside the epoch, every RNG stream, early stopping's best weights."""
+        position inside the epoch, every RNG stream, early stopping's best weights.
+
+        Called while `fit` runs (a hook saving a checkpoint), it first checks the whole state,
+        optimizer slots included, so a diverged run never writes a checkpoint."""
+        if self._fitting_epoch is not None:
+            self.check_finite(self._fitting_epoch, full=True)
         st = self.state
         state = {k: v for k, v in asdict(st).items() if k not in ("history", "position")}
         state["position"] = asdict(st.position) if st.position is not None else None
@@ -266,6 +331,18 @@ class Trainer:
                 set_state(op.rng, state["rng_ops"][_op_key(op)])
         if "best_theta" in arrays and arrays["best_theta"].shape == self.plan.theta.shape:
             self.best_weights = (arrays["best_theta"].copy(), arrays["best_fixed"].copy())
+
+
+def _spell(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _became(name: str, value: np.ndarray) -> str:
+    """'dnn/bn/moving_variance became inf in 39 of 64 values'."""
+    nan, pos = np.isnan(value), np.isposinf(value)
+    bad = int(np.count_nonzero(~np.isfinite(value)))
+    kind = "nan" if nan.any() else ("inf" if pos.any() else "-inf")
+    return f"{name} became {kind}" + (f" in {bad} of {value.size} values" if value.size > 1 else "")
 
 
 def _op_key(op) -> str:

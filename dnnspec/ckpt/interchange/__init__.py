@@ -384,6 +384,39 @@ def _match_layer(variables: Variables, spec, layer: SourceLayer, wanted, planned
     return errors
 
 
+# ---------------------------------------------------------------- what an existing output is
+def _head(path: Path, n: int = 256) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def _is_safetensors(head: bytes) -> bool:
+    return len(head) > 9 and int.from_bytes(head[:8], "little") > 0 and head[8:9] == b"{"
+
+
+SNIFF = {  # a file of the format (what an export may replace with --force)
+    "keras": lambda h: h.startswith(b"\x89HDF\r\n\x1a\n"),
+    "keras2": lambda h: h.startswith(b"\x89HDF\r\n\x1a\n"),
+    "torch": _is_safetensors,
+    "onnx": lambda h: b"dnnspec" in h[:64],  # dnnspec's own ONNX exports name it as producer
+    "npz": lambda h: h.startswith((b"PK\x03\x04", b"PK\x05\x06")),
+}
+
+
+def is_export(path, fmt: str) -> bool:
+    """Whether an existing file is of `fmt` (so an export with --force may replace it)."""
+    return SNIFF[fmt](_head(Path(path)))
+
+
+def is_generated(path) -> bool:
+    """Model code (`--code`) or a Keras config (`--config`) that dnnspec wrote."""
+    head = _head(Path(path), 4096).decode("utf-8", "replace")
+    return head.startswith("# The dnnspec model") or (head.lstrip().startswith("{") and '"class_name"' in head)
+
+
 def natural_key(text: str) -> list:
     """Sort key comparing digit runs as numbers: dense_2 < dense_10, 2.weight < 10.weight."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
