@@ -199,23 +199,27 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
         ckpt = hdf5.load(resume)
         check_resume(model, ckpt, resume, log)
     lock = RunLock(out.lock_path()) if out.lock_path() is not None else contextlib.nullcontext()
-    with lock:
-        if ckpt is not None:
-            model.restore(ckpt)
-            idle = _nothing_to_do(model)
-            if idle:
-                log(idle)
-        splits = model.load_data()
-        history = _train(model, splits, out, reporter, resume)
-        es = cfg.early_stopping
-        if out.latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
-            model.save(out.latest)  # now holding the restored (or averaged) weights the run ends with
-    if model.trainer.cache_report:
-        log(model.trainer.cache_report)
-    return _result(model, splits, out, history, start)
+    with lock, Interrupts() as signals:
+        try:
+            if ckpt is not None:
+                model.restore(ckpt)
+                idle = _nothing_to_do(model)
+                if idle:
+                    log(idle)
+            splits = model.load_data()
+            history = _train(model, splits, out, reporter, signals)
+            es = cfg.early_stopping
+            if out.latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
+                model.save(out.latest)  # now holding the restored (or averaged) weights the run ends with
+            if model.trainer.cache_report:
+                log(model.trainer.cache_report)
+            return _result(model, splits, out, history, start)
+        except KeyboardInterrupt:  # a second signal: whatever was being saved was abandoned
+            raise _interrupted(model, out, signals.exit_code, saved=False) from None
 
 
-def _train(model: Model, splits, out: Outputs, reporter, resume) -> list[dict]:
+def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts) -> list[dict]:
+    """Fit with the saving hooks; a signal stops at the next safe point with the state saved."""
     program, cfg = model.program, model.program.train
     run_id = time.strftime("%Y%m%dT%H%M%S")
     saved_at: list[int] = []  # the step of the last save of the latest state
@@ -244,19 +248,13 @@ def _train(model: Model, splits, out: Outputs, reporter, resume) -> list[dict]:
         if signals.received is not None:
             raise _Stop
 
-    with Interrupts() as signals:
-        try:
-            return model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
-                             on_epoch_end=on_epoch_end, on_step=on_step)
-        except _Stop:
-            try:
-                if out.latest is not None and saved_at != [model.step]:
-                    model.save(out.latest)  # the state at this step, mid-epoch or not: resumable exactly
-            except KeyboardInterrupt:
-                raise _interrupted(model, out, signals.exit_code, saved=False) from None
-            raise _interrupted(model, out, signals.exit_code, saved=True) from None
-        except KeyboardInterrupt:  # a second signal: whatever was being saved was abandoned
-            raise _interrupted(model, out, signals.exit_code, saved=False) from None
+    try:
+        return model.fit(splits.train[0], splits.train[1], validation_data=splits.val, reporter=reporter,
+                         on_epoch_end=on_epoch_end, on_step=on_step)
+    except _Stop:
+        if out.latest is not None and saved_at != [model.step]:
+            model.save(out.latest)  # the state at this step, mid-epoch or not: resumable exactly
+        raise _interrupted(model, out, signals.exit_code, saved=True) from None
 
 
 def _interrupted(model: Model, out: Outputs, code: int, saved: bool) -> RunInterrupted:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import catalog
-from ..errors import Diagnostics, SpecError
+from ..errors import MAX_ERRORS, Diagnostic, Diagnostics, SpecError, TooManyErrors, UserError
+from ..registry import suggestion_budget
 from ..program import EarlyStopping, OpSpec, Program, Reuse, TrainConfig
 from ..syntax import ast
 from ..syntax.fmt import format_spec
@@ -21,7 +22,7 @@ from .overrides import apply_overrides
 from .settings import TOP_KEYS, TRAIN_KEYS, SettingValue, check_settings
 from .values import Bound, Env, Invalid, evaluate, resolve_component
 
-__all__ = ["check", "check_text", "check_file", "Program", "OpSpec", "data_shape_errors"]
+__all__ = ["check", "check_text", "check_file", "read_spec", "Program", "OpSpec", "data_shape_errors"]
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _train_config(ctx: Context) -> TrainConfig:
 
 def _assemble(ctx: Context) -> None:
     ex = ctx.expander
-    if ex is None or ex.input is None:
+    if ex is None or ex.input is None or ex.stopped:  # a model cut short would only add false errors
         return
     name, width, _ = ex.input
     program = Program(ctx.spec.file, ctx.model.name, name, width, ex.ops, _train_config(ctx))
@@ -245,16 +246,25 @@ PASSES = (_definitions, _expand, _training, _assemble, _patterns, _data_shapes, 
 
 
 def check(spec: ast.Spec, overrides: Sequence[str] = ()) -> Program:
-    """Check a parsed spec (after applying `--set` overrides); raise SpecError on any error."""
+    """Check a parsed spec (after applying `--set` overrides); raise SpecError on any error.
+
+    Checking stops at MAX_ERRORS errors (the report says so); "did you mean" hints share one
+    budget of comparisons (`registry.suggestion_budget`), so a hostile spec cannot make either
+    slow."""
     catalog.load()
-    diags = Diagnostics()
+    diags = Diagnostics(limit=MAX_ERRORS)
     sources = {spec.file: spec.source}
-    spec = apply_overrides(spec, overrides, diags, sources)
-    ctx = Context(spec, diags)
-    for run in PASSES:
-        run(ctx)
+    stopped = False
+    with suggestion_budget():
+        try:
+            spec = apply_overrides(spec, overrides, diags, sources)
+            ctx = Context(spec, diags)
+            for run in PASSES:
+                run(ctx)
+        except TooManyErrors:
+            stopped = True
     if diags.errors:
-        raise SpecError(sorted(diags.items, key=_position), sources)
+        raise SpecError(sorted(diags.items, key=_position), sources, stopped=stopped)
     program = ctx.program
     program.warnings = diags.warnings
     program.canonical = format_spec(spec)
@@ -268,19 +278,45 @@ def _position(d) -> tuple:
 
 
 def check_text(text: str, file: str = "<spec>", overrides: Sequence[str] = ()) -> Program:
-    return check(parse(text, file), overrides)
+    """Parse and check a spec. Raises SpecError (a located report) or UserError, nothing else:
+    the limits of `dnnspec.syntax.limits` and `model` keep recursion and memory bounded, and a
+    RecursionError or MemoryError that still happens (a machine with very little memory or
+    stack) becomes a UserError that says so."""
+    try:
+        return check(parse(text, file), overrides)
+    except RecursionError:
+        raise UserError(f"{file}: the spec is nested too deeply to check here") from None
+    except MemoryError:
+        raise UserError(f"{file}: out of memory while checking the spec") from None
 
 
 def check_file(path, overrides: Sequence[str] = ()) -> Program:
+    """Check the spec in a file (UTF-8, a byte order mark allowed); see `check_text`."""
+    text = read_spec(path)
+    return check_text(text, str(path), overrides)
+
+
+def read_spec(path) -> str:
+    """The text of a spec file: UTF-8 (a leading byte order mark is dropped), at most
+    MAX_SOURCE_CHARS characters (read no further: a huge file is E003, not a MemoryError); a
+    missing, unreadable or non-UTF-8 file is a UserError."""
     from pathlib import Path
 
-    from ..errors import UserError
+    from ..syntax.limits import MAX_SOURCE_CHARS
 
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read(MAX_SOURCE_CHARS + 1)
     except FileNotFoundError:
         raise UserError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read spec: {e}") from None
-    return check_text(text, str(path), overrides)
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not a spec file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read spec: {e.strerror or e}") from None
+    if len(text) > MAX_SOURCE_CHARS:
+        raise SpecError([Diagnostic("E003", f"the spec is longer than the limit of {MAX_SOURCE_CHARS:,} characters")],
+                        {str(path): ""}, str(path))
+    return text

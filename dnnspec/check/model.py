@@ -3,7 +3,6 @@ inferred widths and declared variables (no arrays are allocated: only shapes).""
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -300,7 +299,8 @@ def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:
         if not auto:
             continue
         activation, family = "linear", "glorot"
-        for nxt in itertools.islice(ops, i + 1, None):  # not ops[i+1:]: a copy per op is quadratic
+        for j in range(i + 1, len(ops)):  # not ops[i+1:]: a copy per op would be quadratic
+            nxt = ops[j]
             if nxt.component.kind == "activation":
                 cls = ACTIVATIONS.get(nxt.kind).cls
                 activation, family = nxt.kind, getattr(cls, "init_family", "glorot")

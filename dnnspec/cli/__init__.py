@@ -284,5 +284,19 @@ from .ckpt import ckpt  # noqa: E402  (subcommand groups register on import)
 main.add_command(ckpt)
 
 
+def entry() -> None:
+    """The console script. A Ctrl-C that lands while the interpreter shuts down, after the
+    command's work is done and reported, changes nothing: it is ignored from then on."""
+    import signal
+
+    try:
+        main()
+    except KeyboardInterrupt:  # outside any command (click's own parsing)
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -91,7 +91,8 @@ class Trainer:
         self.best_weights: tuple[np.ndarray, np.ndarray] | None = None
         self.cache_frozen = self.cfg.cache_frozen
         self.cache_report: str | None = None
-        self._fitting_epoch: int | None = None  # the epoch under way while fit runs (see state_dict)
+        # the epoch of the last update whose optimizer slots are not checked yet (see check_finite)
+        self._unchecked_epoch: int | None = None
 
     # ------------------------------------------------------------ training
     def fit(self, train: XY, val: XY | None = None, epochs: int | None = None, batch: int | None = None) -> list[dict]:
@@ -99,14 +100,12 @@ class Trainer:
         the history rows of the epochs this call ran (`state.history` keeps them all).
 
         A non-finite loss, weight or moving statistic stops training with `Diverged` at the step
-        it appears; optimizer slots and averaged weights are checked at the end of every epoch
-        and whenever a hook captures the state, so no hook ever sees (or saves) a non-finite state.
+        it appears, before any hook runs; optimizer slots and averaged weights are checked at the
+        end of every epoch and whenever the state is captured (a hook saving a checkpoint), so a
+        non-finite state is never saved.
         """
         done = len(self.state.history)
-        try:
-            self._fit(train, val, epochs, batch)
-        finally:
-            self._fitting_epoch = None
+        self._fit(train, val, epochs, batch)
         return self.state.history[done:]
 
     def _fit(self, train: XY, val: XY | None, epochs: int | None, batch: int | None) -> None:
@@ -127,7 +126,6 @@ class Trainer:
             set_state(self.shuffle_rng, copy.deepcopy(pos.shuffle_state))
             order = self.shuffle_rng.permutation(n) if self.cfg.shuffle else np.arange(n)
             self.state.position = pos
-            self._fitting_epoch = epoch
             self.reporter.epoch_start(epoch, target, n_batches)
             for b in range(pos.batch, n_batches):
                 tick = time.perf_counter()
@@ -136,6 +134,7 @@ class Trainer:
                 np.take(x, idx, axis=0, out=xb[:m])
                 np.take(y, idx, axis=0, out=yb[:m])
                 loss, right = self.train_step(xb[:m], yb[:m], epoch, start_op)
+                self._unchecked_epoch = epoch
                 if not math.isfinite(loss):
                     raise self._diverged(epoch, f"the loss became {_spell(loss)}")
                 self.check_finite(epoch)
@@ -184,6 +183,8 @@ class Trainer:
         for name, value in self._checked_arrays(full):
             if not np.isfinite(value).all():
                 raise self._diverged(epoch, _became(name, value))
+        if full:
+            self._unchecked_epoch = None
 
     def _checked_arrays(self, full: bool):
         plan, up = self.plan, self.updater
@@ -304,10 +305,11 @@ class Trainer:
         """(JSON-able scalars, arrays): epoch, best-epoch and early-stopping counters, the
         position inside the epoch, every RNG stream, early stopping's best weights.
 
-        Called while `fit` runs (a hook saving a checkpoint), it first checks the whole state,
-        optimizer slots included, so a diverged run never writes a checkpoint."""
-        if self._fitting_epoch is not None:
-            self.check_finite(self._fitting_epoch, full=True)
+        When updates were made since the last full check (a hook saving mid-epoch, a save after
+        an interrupted or diverged fit), it first checks the whole state, optimizer slots
+        included, and raises `Diverged` rather than hand over a non-finite state."""
+        if self._unchecked_epoch is not None:
+            self.check_finite(self._unchecked_epoch, full=True)
         st = self.state
         state = {k: v for k, v in asdict(st).items() if k not in ("history", "position")}
         state["position"] = asdict(st.position) if st.position is not None else None
@@ -319,6 +321,7 @@ class Trainer:
         return state, arrays
 
     def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        self._unchecked_epoch = None  # the state is now the restored one, whatever it holds
         st = self.state
         for key in ("epoch", "best", "best_epoch", "es_best", "es_wait", "stopped_early"):
             if key in state:
