@@ -105,6 +105,7 @@ def run_spec(name: str, threads: int | None) -> dict:
                    for e in epochs],
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "blas_threads": threads,
+        "cpu": _cpu(),  # the machine that measured it: --render never relabels it with another
     }
     if before and after:  # the share of the machine other processes used: timings are noisy above ~5%
         busy, total, ours = (a - b for a, b in zip(after, before))
@@ -287,20 +288,28 @@ def _vanishing_detail(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _machine(data: dict) -> str:
+def _cpu() -> dict:
     sys.path.insert(0, str(ROOT))
     try:
         from benchmarks.machine import cpu_info
-        cpu = cpu_info()
+
+        info = cpu_info()
     finally:
         sys.path.pop(0)
+    return {"model": info["model"], "logical_cpus": info["logical_cpus"]}
+
+
+def _machine(data: dict) -> str:
+    """The machines the stored measurements were taken on (as recorded with them)."""
+    cpus = sorted({f"{r['cpu']['model']} ({r['cpu']['logical_cpus']} logical CPUs)" if r.get("cpu")
+                   else "a CPU not recorded with the measurement" for r in data.values()})
     others = [r["others_cpu"] for r in data.values() if r.get("others_cpu") is not None]
     dates = sorted(r["date"] for r in data.values())
     span = f"{dates[0]} – {dates[-1]}" if dates else "–"
     busy = (f"other processes used {min(others):.0%}–{max(others):.0%} of the machine's CPU "
             f"while the runs trained (median {statistics.median(others):.0%})") if others else ""
     threads = sorted({str(r.get("blas_threads") or "default") for r in data.values()})
-    return (f"Measured {span} on {cpu['model']} ({cpu['logical_cpus']} logical CPUs), "
+    return (f"Measured {span} on {' and '.join(cpus) or '–'}, "
             f"OPENBLAS_NUM_THREADS={'/'.join(threads)}; {busy}.\n")
 
 

@@ -377,3 +377,15 @@ def test_h5_marker_of_dnnspec_checkpoints(tmp_path, spec):
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f["x"] = np.zeros(3)
     assert not hdf5.is_checkpoint(tmp_path / "plain.h5") and not hdf5.is_checkpoint(spec)
+
+
+def test_results_render_keeps_the_machine_recorded_with_the_data():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        from benchmarks import results
+    finally:
+        sys.path.pop(0)
+    data = {"a": {"date": "2026-01-01 10:00", "cpu": {"model": "Some Other CPU", "logical_cpus": 64}},
+            "b": {"date": "2026-01-02 10:00"}}
+    line = results._machine(data)
+    assert "Some Other CPU (64 logical CPUs)" in line and "not recorded" in line
