@@ -45,6 +45,8 @@ class Expander:
         self.expanded = 0  # statements expanded so far (see MAX_EXPANDED)
         self.stopped = False  # expansion stopped at a limit
         self._sizes: dict[int, int] = {}  # id(body) -> lower bound of its expansion (see `_size`)
+        self._resolved: dict[tuple[int, int], tuple] = {}  # (id(line), id(env)) -> (env, what it means)
+        self._shapes: dict[tuple[int, int], tuple] = {}  # (id(component), n_in) -> (component, n_out, vars, size)
 
     # ------------------------------------------------------------ naming
     def _claim(self, prefix: str, name: str, span: Span | None) -> bool:
@@ -180,12 +182,39 @@ class Expander:
                                  hint="start the model with `input x[WIDTH]`")
                 self.width = -1  # report this once
             raise Invalid
+        # What a line means depends only on the line and its environment, so a line a repeat
+        # expands 100,000 times is evaluated and bound once (`env` is kept in the entry: its id
+        # cannot be reused while the cache holds it). Lines with errors are not cached.
+        key = (id(item), id(env))
+        hit = self._resolved.get(key)
+        if hit is None:
+            before = self.diags.count
+            hit = (env, self._resolve(item, env))
+            if self.diags.count == before:
+                self._resolved[key] = hit
+        resolved = hit[1]
+        if isinstance(resolved, _Instance):
+            return self._instance(resolved, item, prefix, suffix, stack, depth)
+        entry_name, component, activation = resolved
+        if item.name is not None:
+            name = item.name + suffix
+            if not self._claim(prefix, name, item.name_span):
+                raise Invalid
+        else:
+            name = self._auto(prefix, entry_name)
+        self._add(component, prefix + name, item.span)
+        if activation is not None:
+            self._add(activation, prefix + name, item.span)
+
+    def _resolve(self, item: ast.Layer, env: Env):
+        """A layer line's arguments evaluated and bound: (entry name, component, activation or
+        None), or an `_Instance` of a block; Invalid after reporting an error."""
         args = tuple(evaluate(a, env, self.diags) for a in item.args)
         spans = tuple(blame(a, env) for a in item.args)
         kwargs = tuple((k.name, evaluate(k.value, env, self.diags), blame(k.value, env), k.span)
                        for k in item.kwargs)
         if item.kind in self.blocks:
-            return self._instance(self.blocks[item.kind], item, args, spans, kwargs, prefix, suffix, stack, depth)
+            return self._bind_block(self.blocks[item.kind], item, args, spans, kwargs)
         registry = LAYERS if item.kind in LAYERS else ACTIVATIONS if item.kind in ACTIVATIONS else None
         if registry is None:
             known = [*LAYERS.all_names(), *ACTIVATIONS.all_names(), *self.blocks]
@@ -204,39 +233,34 @@ class Expander:
         bound = bind_arguments(entry, args, spans, kwargs, item.span, f"{registry.kind} '{entry.name}'", self.diags)
         if bound is None:
             raise Invalid
-        if item.name is not None:
-            name = item.name + suffix
-            if not self._claim(prefix, name, item.name_span):
-                raise Invalid
-        else:
-            name = self._auto(prefix, entry.name)
-        self._add(Component(registry.kind, entry.name, tuple(bound.items())), prefix + name, item.span)
-        if activation is not None:
-            self._add(activation, prefix + name, item.span)
+        return entry.name, Component(registry.kind, entry.name, tuple(bound.items())), activation
 
     def _add(self, component: Component, name: str, span: Span | None) -> None:
-        op = _without_auto(component).build()  # shapes only; auto is resolved once all ops are known
+        key = (id(component), self.width)
+        shapes = self._shapes.get(key)
+        if shapes is None:
+            op = _without_auto(component).build()  # shapes only; auto is resolved once all ops are known
+            n_out = op.out_width(self.width)
+            variables = op.variables(self.width) if n_out >= 1 else {}
+            size = sum(math.prod(v.shape) for v in variables.values())
+            shapes = self._shapes[key] = (component, n_out, variables, size)  # the component keeps its id
+        _, n_out, variables, size = shapes
         n_in = self.width
-        n_out = op.out_width(n_in)
         if n_out < 1:
             self.diags.error("E043", f"{component.name} gives no outputs for input width {n_in}", span)
             raise Invalid
-        size = sum(math.prod(v.shape) for v in op.variables(n_in).values())
         self.parameters += size
         if self.parameters > MAX_PARAMETERS:
             self.diags.error("E049", f"the model reaches {self.parameters:,} parameters here "
                              f"({self.parameters * 4 // 2**30:,} GiB of float32), more than {MAX_PARAMETERS:,}", span)
             self.width = None
             raise Invalid
-        self.ops.append(OpSpec(name, name, component, n_in, n_out, op.variables(n_in), span))
+        self.ops.append(OpSpec(name, name, component, n_in, n_out, dict(variables), span))  # Vars are frozen
         self.width = n_out
 
-    def _instance(self, block: ast.Block, item: ast.Layer, args, spans, kwargs, prefix, suffix, stack,
-                  depth: int) -> None:
-        if block.name in stack:
-            self.diags.error("E044", f"block '{block.name}' uses itself", item.span)
-            raise Invalid
-        self._deeper(item, depth, f" (block '{block.name}' used inside {len(stack)} other block instances)")
+    def _bind_block(self, block: ast.Block, item: ast.Layer, args, spans, kwargs) -> _Instance:
+        """A block instance's arguments matched to its parameters: the environment its body is
+        expanded in; Invalid after reporting an error."""
         names = [p.name for p in block.params]
         what = f"block '{block.name}'"
         ok = True
@@ -270,15 +294,31 @@ class Expander:
                     ok = False
         if not ok:
             raise Invalid
+        return _Instance(block, inner)
+
+    def _instance(self, resolved: _Instance, item: ast.Layer, prefix, suffix, stack, depth: int) -> None:
+        block = resolved.block
+        if block.name in stack:
+            self.diags.error("E044", f"block '{block.name}' uses itself", item.span)
+            raise Invalid
+        self._deeper(item, depth, f" (block '{block.name}' used inside {len(stack)} other block instances)")
         name = item.name + suffix if item.name is not None else None
         if name is None:
             name = self._auto(prefix, block.name)
         elif not self._claim(prefix, name, item.name_span):
             raise Invalid
         first = len(self.ops)
-        self.body(block.body, f"{prefix}{name}/", inner, "", (*stack, block.name), depth + 1)
+        self.body(block.body, f"{prefix}{name}/", resolved.env, "", (*stack, block.name), depth + 1)
         for op in self.ops[first:]:  # a block instance is one row of the summary
             op.layer = prefix + name
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """A block instance line, bound: the block and the environment of its body."""
+
+    block: ast.Block
+    env: Env
 
 
 def _without_auto(c: Component) -> Component:
@@ -293,9 +333,9 @@ def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:
     Glorot for sigmoid/tanh/softmax/linear, He for the ReLU family, LeCun for SELU (each
     activation declares its `init_family`). The choice is noted for `dnnspec summary`.
     """
+    done: dict[tuple[int, str, int], tuple] = {}  # (id(component), chosen, n_in) -> (original, new, variables)
     for i, spec in enumerate(ops):
-        args = dict(spec.component.args)
-        auto = [k for k, v in args.items() if isinstance(v, Component) and v.name == "auto"]
+        auto = [k for k, v in spec.component.args if isinstance(v, Component) and v.name == "auto"]
         if not auto:
             continue
         activation, family = "linear", "glorot"
@@ -309,7 +349,15 @@ def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:
                 break  # the next weight layer: this one's output is linear
         chosen = INIT_FAMILIES[family]
         for k in auto:
-            args[k] = Component("initializer", chosen)
             spec.notes.append(f"{k}=auto → {chosen} (for {activation})")
-        spec.component = replace(spec.component, args=tuple(args.items()))
-        spec.variables = spec.build().variables(spec.n_in)
+        key = (id(spec.component), chosen, spec.n_in)
+        if key not in done:  # the same line repeated: one component, one build
+            args = dict(spec.component.args)
+            for k in auto:
+                args[k] = Component("initializer", chosen)
+            component = replace(spec.component, args=tuple(args.items()))
+            variables = OpSpec(spec.name, spec.layer, component, spec.n_in, spec.n_out, {}, None).build().variables(
+                spec.n_in)
+            done[key] = (spec.component, component, variables)  # the original keeps its id
+        _, spec.component, variables = done[key]
+        spec.variables = dict(variables)

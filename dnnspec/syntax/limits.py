@@ -8,9 +8,11 @@ Model-size limits (layers after expansion, parameters, repeat counts) live with 
 
 from __future__ import annotations
 
-# A spec is text a person writes (or a script generates): 8 MiB is ~100 times the largest
-# sensible one, and keeps the parse tree (about 300 bytes per character) within a few GiB.
-MAX_SOURCE_CHARS = 8 * 2**20
+# A spec is text a person writes (or a script generates): 1 MiB is ~100 times the largest
+# sensible one (a 10,000-layer net written out line by line is ~400 KiB). lark parses about
+# 300-500 KB a second and its tree takes ~200 bytes a character, so this bounds the parse to
+# a few seconds and a few hundred MB.
+MAX_SOURCE_CHARS = 2**20
 
 # Blocks, scopes and repeats inside each other (a model body is level 1; a block instance adds
 # the block's body as a level too), and expressions inside each other (each operator, call,
