@@ -139,9 +139,9 @@ def test_cli_export_code_and_config_files_are_written_atomically(model, tmp_path
     out = tmp_path / "out" / "m.weights.h5"
     r = CliRunner().invoke(main, ["ckpt", "export", str(ckpt), "-o", str(out), "--code", "--config"])
     assert r.exit_code == 0, r.output
-    for path in (out, tmp_path / "out" / "m.py", tmp_path / "out" / "m.json"):
+    for path in (out, tmp_path / "out" / "m.keras.py", tmp_path / "out" / "m.json"):
         assert path.is_file() and mode(path) == WANT, path
-    assert "model.load_weights(" in (tmp_path / "out" / "m.py").read_text()
+    assert "model.load_weights(" in (tmp_path / "out" / "m.keras.py").read_text()
     assert leftovers(tmp_path / "out") == []
 
 

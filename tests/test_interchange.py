@@ -365,7 +365,9 @@ def test_keras_import_of_lower_layers_only_then_frozen(keras_trained, inputs, tm
     spec = KERAS_SOURCE_SPEC.replace("dense outputs(3)", "dense outputs(4)") + TRAIN + '\nfreeze "dnn/hidden1|dnn/bn"\n'
     model = dnnspec.compile_text(spec)
     init_out = model.variables["dnn/outputs/kernel"].copy()
-    report = ix.import_into(model.program, model.variables, "keras", path, scope="dnn/(hidden1|bn)/")
+    with pytest.raises(CheckpointError, match=r"file tensors with no place in the spec: .*layers/dense_2/vars/0"):
+        ix.import_into(model.program, model.variables, "keras", path, scope="dnn/(hidden1|bn)/")  # strict
+    report = ix.import_into(model.program, model.variables, "keras", path, scope="dnn/(hidden1|bn)/", partial=True)
     assert {r.target for r in report.rows} == {"dnn/hidden1/kernel", "dnn/hidden1/bias", "dnn/bn/gamma",
                                                "dnn/bn/beta", "dnn/bn/moving_mean", "dnn/bn/moving_variance"}
     assert "dnn/outputs/kernel" in report.kept and "layers/dense_2/vars/0" in report.unused
@@ -405,7 +407,7 @@ def test_a_torch_trained_model_predicts_the_same_here(inputs, tmp_path, shared_s
     assert rows["0.weight"].target == "dnn/hidden1/kernel" and rows["0.weight"].transposed
     assert rows["1.running_var"].target == "dnn/bn/moving_variance" and not rows["1.running_var"].transposed
     assert ("one shared slope" in rows["2.weight"].note) == shared_slope
-    assert "1.num_batches_tracked (not needed)" in report.unused
+    assert "1.num_batches_tracked (not needed)" in report.ignored and not report.unused
     with torch.no_grad():
         want = net(torch.from_numpy(inputs)).numpy()
     assert _max_diff(model.predict_logits(inputs), want) < TOL
@@ -481,11 +483,13 @@ def test_cli_export_and_import(trained, inputs, tmp_path):
     out = tmp_path / "a.weights.h5"
     r = runner.invoke(export_cmd, [str(ckpt), "--to", "keras", "-o", str(out), "--code"])
     assert r.exit_code == 0, r.output
-    assert out.is_file() and "model.load_weights(" in (tmp_path / "a.py").read_text()
+    assert out.is_file() and "model.load_weights(" in (tmp_path / "a.keras.py").read_text()
     spec = tmp_path / "a.dnn"
     spec.write_text(SPECS["bn_prelu_elu_dropout"] + TRAIN)
     args = [str(out), "--spec", str(spec), "-o", str(tmp_path / "b.h5"), "--scope", "dnn/hidden"]
     r = runner.invoke(import_cmd, args)
+    assert r.exit_code == 1 and "--partial" in r.output  # the file's bn and outputs layers have no place
+    r = runner.invoke(import_cmd, [*args, "--partial"])
     assert r.exit_code == 0, r.output
     assert "layers/dense/vars/0" in r.output and "-> dnn/hidden1/kernel" in r.output
     assert "kept as initialized" in r.output

@@ -14,6 +14,11 @@ Weight order per layer: Dense kernel (n_in, units) then bias; BatchNormalization
 moving_mean, moving_variance (each only if present); PReLU alpha (one per unit). These are
 dnnspec's own variables, names and layouts, so nothing is transposed.
 
+Reading also takes the model's config where a file holds one (`config.json` of a `.keras`
+archive, `model_config` of a whole-model `.h5`): `keras_description` turns a Sequential (or a chain
+of layers) into dnnspec's terms (`describe.ModelInfo`), or names the first layer without an
+equivalent.
+
 Keras has no maxout layer: a maxout op becomes Dense(units*k) + Reshape((units, k)) +
 GlobalMaxPooling1D(data_format="channels_first"), the same function (piece j of unit i is
 column i*k + j). No DropConnect or RReLU either: their inference forms are exported (Dense;
@@ -23,6 +28,7 @@ LeakyReLU with the mean slope), so a Keras model trained further behaves differe
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
 from dataclasses import dataclass
@@ -32,8 +38,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import UserError
-from . import (SourceLayer, SourceTensor, Variables, atomic_write, float32, layer_names, natural_key, output_function,
-               reading, require)
+from . import (Source, SourceLayer, SourceTensor, Variables, atomic_write, float32, layer_names, natural_key,
+               output_function, reading, require)
+from .describe import LayerInfo, ModelInfo
 
 if TYPE_CHECKING:
     from ...program import Program
@@ -116,8 +123,9 @@ def _elu(spec, op, name, version):
 def _gelu(spec, op, name, version):
     if not op.approximate:
         return _activation("gelu")(spec, op, name, version)
-    return [KerasLayer("Lambda", name, ["lambda x: keras.activations.gelu(x, approximate=True)"], [],
-                       f"{spec.name}: gelu(approximate=true); no Keras layer takes the tanh form")]
+    # Keras' own gelu with its argument (no Python lambda), so the config loads in safe mode
+    return [KerasLayer("Lambda", name, ["keras.activations.gelu", "arguments={'approximate': True}"], [],
+                       f"{spec.name}: gelu(approximate=true), the tanh form")]
 
 
 # dnnspec catalogue name -> Keras layers. Noise layers keep their training behaviour in Keras.
@@ -285,32 +293,235 @@ def _kind_by_locals(locals_: set[str]) -> str | None:
     return None
 
 
-def read_keras(path: Path):
-    """Layers of a Keras weights file, either layout (told apart by content), or a .keras archive."""
+def read_keras(path: Path) -> Source:
+    """Layers of a Keras weights file, either layout (told apart by content), or a .keras archive;
+    with the model's config where the file holds one (a .keras archive, a whole-model .h5)."""
     import h5py
 
-    notes = []
+    notes: list[str] = []
+    config = None
     with reading(path, "not a readable Keras weights file"):
-        if zipfile.is_zipfile(path):  # a .keras archive holds model.weights.h5
+        if zipfile.is_zipfile(path):  # a .keras archive holds model.weights.h5 (and config.json)
             with zipfile.ZipFile(path) as z:
                 if "model.weights.h5" not in z.namelist():
                     raise UserError(f"{path}: a zip archive without model.weights.h5, so not a .keras file")
                 handle = io.BytesIO(z.read("model.weights.h5"))
+                if "config.json" in z.namelist():
+                    config = ("the Keras config (config.json)", z.read("config.json"))
         else:
             handle = path
         with h5py.File(handle, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f  # a whole-model Keras 2 .h5
+            if "model_config" in f.attrs:  # a whole-model Keras 2 (legacy) .h5
+                config = ("the Keras config (model_config)", f.attrs["model_config"])
+            root = f["model_weights"] if "model_weights" in f else f
             if "layer_names" in root.attrs or "layer_names0" in root.attrs:
                 notes.append("legacy Keras 2 layout (layer_names/weight_names)")
-                return _read_legacy(root), notes
-            if "layers" in root or "vars" in root:
+                source = Source(layers=_read_legacy(root), order="the file's layer_names", notes=notes)
+            elif "layers" in root or "vars" in root:
                 notes.append("Keras 3 layout (layers/<class>/vars)")
-                return _read_keras3(root, notes), notes
-            if root.attrs.get("format") == "dnnspec":
+                source = Source(layers=_read_keras3(root, notes), notes=notes,
+                                order="Keras' numbering of the layers of each class")
+            elif root.attrs.get("format") == "dnnspec":
                 raise UserError(f"{path}: a dnnspec checkpoint, not a Keras file: load it with "
                                 "dnnspec.load_checkpoint or `reuse` it in a spec")
-    raise UserError(f"{path}: not a Keras weights file (neither a Keras 3 'layers' group nor a Keras 2 "
-                    "'layer_names' attribute)")
+            else:
+                raise UserError(f"{path}: not a Keras weights file (neither a Keras 3 'layers' group nor a Keras 2 "
+                                "'layer_names' attribute)")
+    if config is None:
+        source.lacks = ("a Keras weights file holds weights only (no config): no activations, dropout, "
+                        "batch-norm epsilon or momentum; a .keras archive or a whole-model .h5 has them")
+        return source
+    try:
+        text = config[1].decode() if isinstance(config[1], bytes) else str(config[1])
+        source.model = keras_description(json.loads(text), config[0])
+    except (UserError, ValueError, TypeError, KeyError, AttributeError) as e:
+        why = str(e) if isinstance(e, UserError) else f"{config[0]} cannot be read: {type(e).__name__}: {e}"
+        source.lacks = why
+        notes.append(f"the model is not described ({why})")
+    return source
+
+
+# ---------------------------------------------------------------- the config: what the model is
+# Keras activation names -> (dnnspec activation, its parameters); linear: none
+KERAS_ACTIVATIONS = {
+    "relu": ("relu", {}), "sigmoid": ("sigmoid", {}), "tanh": ("tanh", {}), "softmax": ("softmax", {}),
+    "softplus": ("softplus", {}), "selu": ("selu", {}), "elu": ("elu", {"alpha": 1.0}),
+    "swish": ("swish", {}), "silu": ("swish", {}), "gelu": ("gelu", {"approximate": False}),
+    "leaky_relu": ("leaky_relu", {"alpha": 0.2}),  # keras.activations.leaky_relu's default slope
+}
+
+
+def _activation_name(value) -> str | None:
+    """An activation as a config holds it: "relu", or a serialized function {"config": "relu"}."""
+    if value is None:
+        return "linear"
+    if isinstance(value, str):
+        return value.rsplit(".", 1)[-1]
+    if isinstance(value, dict) and isinstance(value.get("config"), str):
+        return value["config"].rsplit(">", 1)[-1]
+    return None
+
+
+def _keras_activation(value, where: str, args: dict | None = None) -> LayerInfo | None:
+    name = _activation_name(value)
+    if name == "linear":
+        return None
+    if name not in KERAS_ACTIVATIONS:
+        raise UserError(f"{where}: activation {name or value!r} has no dnnspec equivalent")
+    kind, params = KERAS_ACTIVATIONS[name]
+    params = dict(params)
+    for k, v in (args or {}).items():
+        if kind == "gelu" and k == "approximate":
+            params["approximate"] = bool(v)
+        elif kind == "leaky_relu" and k in ("negative_slope", "alpha"):
+            params["alpha"] = float(v)
+        elif kind == "elu" and k == "alpha":
+            params["alpha"] = float(v)
+        else:
+            raise UserError(f"{where}: activation {name} with argument {k}={v!r} has no dnnspec equivalent")
+    return LayerInfo(kind, params, source=where)
+
+
+def _width(shape) -> int | None:
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[-1], int):
+        return shape[-1] if len(shape) == 2 else None
+    return None
+
+
+def _chain(config: dict, where: str) -> list[dict]:
+    """The layers of a Sequential, or of a functional model that is a chain (each layer fed by the one before)."""
+    cls, inner = config.get("class_name"), config.get("config") or {}
+    layers = inner.get("layers")
+    if not isinstance(layers, list):
+        raise UserError(f"{where}: no layer list in the config")
+    if cls == "Sequential":
+        return layers
+    if cls not in ("Functional", "Model"):
+        raise UserError(f"{where}: a Keras {cls} model; only Sequential models and chains of layers are described")
+    previous = None
+    for layer in layers:
+        sources = set(re.findall(r"keras_history\W+(\w+)", json.dumps(layer.get("inbound_nodes", []))))
+        if not sources:  # Keras 2: [[["name", 0, 0, {}]]]
+            sources = {n[0] for node in layer.get("inbound_nodes", []) for n in node
+                       if isinstance(n, list) and n and isinstance(n[0], str)}
+        name = (layer.get("config") or {}).get("name", layer.get("name"))
+        if previous is not None and sources != {previous} or previous is None and sources:
+            raise UserError(f"{where}: layer '{name}' is not fed by the layer before it alone: only chains of "
+                            "layers are described")
+        previous = name
+    return layers
+
+
+def keras_description(config: dict, where: str = "the Keras config") -> ModelInfo:
+    """What a Keras model config (Keras 2 or 3, Sequential or a chain) says, in dnnspec's terms.
+    A layer without a dnnspec equivalent is a UserError naming it."""
+    inner = config.get("config") or {}
+    info = ModelInfo(where, [], inner.get("name"))
+    out = info.layers
+    weighted = False
+    pieces = False  # a Reshape into maxout's pieces was read: the max over them must follow
+    for item in _chain(config, where):
+        cls, c = item.get("class_name"), item.get("config") or {}
+        name = c.get("name")
+        here = f"{cls} '{name}'"
+        if pieces and cls != "GlobalMaxPooling1D":
+            raise UserError(f"{where}: {here} follows a Reshape that dnnspec reads only as maxout's pieces")
+        if cls == "InputLayer":
+            info.input_name = name
+            info.input_width = _width(c.get("batch_shape") or c.get("batch_input_shape"))
+            continue
+        if info.input_width is None and not out:
+            info.input_width = _width(c.get("batch_input_shape") or (item.get("build_config") or {}).get("input_shape"))
+        if cls == "Dense":
+            weighted = True
+            out.append(LayerInfo("dense", {"units": int(c["units"]), "use_bias": bool(c.get("use_bias", True))},
+                                 name, source=here))
+            act = _keras_activation(c.get("activation"), here)
+            if act is not None:
+                act.name, act.merge = name, True
+                out.append(act)
+        elif cls == "BatchNormalization":
+            weighted = True
+            axis = c.get("axis", -1)
+            if axis not in (-1, 1, [-1], [1]):
+                raise UserError(f"{where}: {here} normalizes axis {axis}: dnnspec normalizes features (axis -1)")
+            out.append(LayerInfo("batchnorm", {"momentum": float(c.get("momentum", 0.99)),
+                                               "epsilon": float(c.get("epsilon", 1e-3)),
+                                               "center": bool(c.get("center", True)),
+                                               "scale": bool(c.get("scale", True))}, name, source=here))
+        elif cls in ("Dropout", "AlphaDropout"):
+            out.append(LayerInfo(_snake(cls), {"rate": float(c.get("rate", 0.5))}, name, source=here))
+        elif cls == "GaussianNoise":
+            out.append(LayerInfo("gaussian_noise", {"stddev": float(c["stddev"])}, name, source=here))
+        elif cls == "ActivityRegularization":
+            out.append(LayerInfo("activity_regularization", {"l1": float(c.get("l1", 0.0)),
+                                                             "l2": float(c.get("l2", 0.0))}, name, source=here))
+        elif cls == "Activation":
+            act = _keras_activation(c.get("activation"), here)
+            if act is not None:
+                act.name = name
+                out.append(act)
+        elif cls == "Lambda":
+            fn = c.get("function")
+            if not (isinstance(fn, dict) and isinstance(fn.get("config"), str)):
+                raise UserError(f"{where}: {here} runs Python code (a lambda): dnnspec cannot tell what it computes")
+            act = _keras_activation(fn, here, c.get("arguments") or {})
+            if act is not None:
+                act.name = name
+                out.append(act)
+        elif cls == "ReLU":
+            if c.get("max_value") is not None or float(c.get("threshold") or 0.0) != 0.0:
+                raise UserError(f"{where}: {here} with max_value/threshold has no dnnspec equivalent")
+            slope = float(c.get("negative_slope") or 0.0)
+            out.append(LayerInfo("leaky_relu", {"alpha": slope}, name, source=here) if slope
+                       else LayerInfo("relu", {}, name, source=here))
+        elif cls == "LeakyReLU":
+            slope = c.get("negative_slope", c.get("alpha", 0.3))
+            out.append(LayerInfo("leaky_relu", {"alpha": float(slope)}, name, source=here))
+        elif cls == "ELU":
+            out.append(LayerInfo("elu", {"alpha": float(c.get("alpha", 1.0))}, name, source=here))
+        elif cls == "PReLU":
+            weighted = True
+            if c.get("shared_axes"):
+                raise UserError(f"{where}: {here} shares slopes over axes {c['shared_axes']}: dnnspec has one per unit")
+            out.append(LayerInfo("prelu", {}, name, source=here))
+        elif cls == "Softmax":
+            out.append(LayerInfo("softmax", {}, name, source=here))
+        elif cls == "Flatten" and not weighted:
+            continue
+        elif cls == "Reshape" and out and out[-1].kind == "dense":  # maxout: Dense(units*k) + Reshape + max
+            target = c.get("target_shape")
+            if not (isinstance(target, (list, tuple)) and len(target) == 2
+                    and target[0] * target[1] == out[-1].params["units"]):
+                raise UserError(f"{where}: {here} (target shape {target}) after a dense layer is not maxout's")
+            out[-1] = LayerInfo("maxout", {"units": int(target[0]), "k": int(target[1]),
+                                           "use_bias": out[-1].params["use_bias"]}, out[-1].name,
+                                source=out[-1].source)
+            pieces = True
+        elif cls == "GlobalMaxPooling1D" and pieces:
+            if c.get("data_format", "channels_last") != "channels_first":
+                raise UserError(f"{where}: {here} pools over units, not over maxout's pieces (channels_first)")
+            pieces = False
+        else:
+            raise UserError(f"{where}: {here} has no dnnspec equivalent")
+    if pieces:
+        raise UserError(f"{where}: the model ends in a Reshape that dnnspec reads only as maxout's pieces")
+    _merge_named_activations(out)
+    return info
+
+
+def _merge_named_activations(layers: list[LayerInfo]) -> None:
+    """An activation layer named after the dense layer before it (`dnn_hidden1` then
+    `dnn_hidden1_relu`, as dnnspec's exports name them) is that layer's `activation=`."""
+    for i in range(1, len(layers)):
+        prev, la = layers[i - 1], layers[i]
+        if (prev.kind in ("dense", "maxout", "dropconnect") and la.kind not in NOT_ACTIVATIONS and prev.name
+                and la.name == f"{prev.name}_{la.kind}"):
+            la.name, la.merge = prev.name, True
+
+
+NOT_ACTIVATIONS = {"dense", "maxout", "dropconnect", "batchnorm", "dropout", "alpha_dropout", "gaussian_noise",
+                         "activity_regularization"}
 
 
 def _read_keras3(root, notes: list[str]) -> list[SourceLayer]:
@@ -333,9 +544,11 @@ def _read_keras3(root, notes: list[str]) -> list[SourceLayer]:
     layers = []
     for layer_path, group, keys in sorted(found, key=lambda t: natural_key(t[0])):
         cls = re.sub(r"_\d+$", "", layer_path.rsplit("/", 1)[-1])
-        label = f"{layer_path} ({group.attrs['name']})" if "name" in group.attrs else layer_path
+        alias = group.attrs.get("name")
+        alias = alias.decode() if isinstance(alias, bytes) else alias
         tensors = [SourceTensor(f"{layer_path}/vars/{k}", np.asarray(group[k]), None) for k in keys]
-        layers.append(SourceLayer(KERAS3_KINDS.get(cls, cls or "model"), label, tensors))
+        layers.append(SourceLayer(KERAS3_KINDS.get(cls, cls or "model"), layer_path, tensors,
+                                  aliases=(alias,) if isinstance(alias, str) and alias else ()))
     return layers
 
 

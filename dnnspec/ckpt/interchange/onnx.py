@@ -8,7 +8,7 @@ Initializers keep dnnspec's scoped names (`dnn/hidden1/kernel`).
 |----------------------------|-----------------------------------------------------------------|
 | dense, dropconnect         | Gemm(x, kernel, bias) (kernel (in, out): no transB); MatMul without bias |
 | maxout(units, k)           | Gemm -> Reshape [-1, units, k] -> ReduceMax over axis 2         |
-| batchnorm                  | BatchNormalization (inference); `fold_batchnorm=True`: folded   |
+| batchnorm                  | BatchNormalization (inference; epsilon and momentum as attributes); `fold_batchnorm=True`: folded |
 |                            | into the Gemm right before it (elsewhere Mul + Add)             |
 | relu, sigmoid, tanh, softplus, elu, selu, leaky_relu, prelu, softmax | the ONNX op of that name (Softmax axis 1) |
 | rrelu                      | LeakyRelu with the mean slope (its inference form)             |
@@ -16,7 +16,8 @@ Initializers keep dnnspec's scoped names (`dnn/hidden1/kernel`).
 | gelu                       | Gelu (opset >= 20), else its erf (or tanh) expansion            |
 | dropout, alpha_dropout, gaussian_noise, activity_regularization, linear | omitted: identity at inference |
 
-The default opset 17 runs on every onnxruntime since 1.14.
+The default opset 17 runs on every onnxruntime since 1.14. `read_onnx` (in `onnx_import`) reads
+graphs back: dnnspec's own and the ones exporters make of fully-connected nets.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _batchnorm(g: _Graph, spec, op, x: str) -> str:
     if not g.fold:
         ins = [g.const(f"{spec.name}/{k}", a) for k, a in
                (("gamma", gamma), ("beta", beta), ("moving_mean", mean), ("moving_variance", var))]
-        return g.node("BatchNormalization", [x, *ins], epsilon=float(op.epsilon))
+        return g.node("BatchNormalization", [x, *ins], epsilon=float(op.epsilon), momentum=float(op.momentum))
     # y = x*s + t with s = gamma/sqrt(var + eps), t = beta - mean*s (in float64, then float32)
     s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + op.epsilon)
     t = beta.astype(np.float64) - mean.astype(np.float64) * s
@@ -218,3 +219,10 @@ def export_onnx(program: Program, variables: Variables, path: Path, probabilitie
     with atomic_write(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
+
+
+def read_onnx(path: Path):
+    """The layers, weights and model description of an ONNX graph (see `onnx_import`)."""
+    from .onnx_import import read_onnx as read
+
+    return read(path)

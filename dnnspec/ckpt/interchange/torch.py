@@ -19,6 +19,12 @@ column i*k + j). DropConnect, GaussianNoise and ActivityRegularization have no t
 their inference forms are exported (Linear; Identity; Identity). Note that torch's BatchNorm1d
 averages the unbiased batch variance into running_var while dnnspec (like Keras) uses the biased
 one: further training in torch drifts slightly; inference is identical.
+
+safetensors keeps no tensor order, so reading takes the module order only from what states it:
+the metadata of dnnspec's exports (`dnnspec_order`, and `dnnspec_layers`, the model itself, for
+`ckpt import --write-spec`) or `nn.Sequential` indices (`0`, `2`, `10`, compared as numbers). A
+state_dict of named modules states none: it pairs by shape where that is unambiguous, else by
+`--map` (see `assign_layers`).
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import UserError
-from . import (SourceLayer, SourceTensor, Variables, atomic_write, float32, natural_key, output_function, reading,
-               require)
+from . import (Source, SourceLayer, SourceTensor, Variables, atomic_write, float32, natural_key, output_function,
+               reading, require)
+from .describe import ModelInfo, describe_program, from_json, to_json
 
 if TYPE_CHECKING:
     from ...program import Program
@@ -177,11 +184,24 @@ def state_dict(program: Program, variables: Variables, step: int,
 def export_torch(program: Program, variables: Variables, path: Path, step: int, probabilities: bool = False) -> Path:
     """A safetensors state_dict for `torch_model_code(...)`'s model; metadata maps names back to dnnspec's.
 
-    `step`, the number of updates done, becomes num_batches_tracked."""
+    `step`, the number of updates done, becomes num_batches_tracked. The metadata also states the
+    module order (`dnnspec_order`) and the model (`dnnspec_layers`: kinds, widths, activations,
+    batch-norm epsilon and momentum, dropout), so an import pairs by order and
+    `ckpt import --write-spec` can write the spec back."""
     st = require("safetensors.numpy", "torch", "exporting to torch")
     tensors, origin = state_dict(program, variables, step, probabilities)
+    order = []
+    for key in tensors:
+        prefix = key.rpartition(".")[0]
+        if prefix not in order:
+            order.append(prefix)
+    info = describe_program(program, probabilities)
     metadata = {"format": "pt", "dnnspec_model": program.model_name,
-                "dnnspec_variables": json.dumps({k: v for k, v in origin.items() if v})}
+                "dnnspec_variables": json.dumps({k: v for k, v in origin.items() if v}),
+                "dnnspec_order": json.dumps(order),
+                "dnnspec_input": json.dumps([program.input_name, program.input_width]),
+                "dnnspec_loss": program.train.loss.name,
+                "dnnspec_layers": json.dumps(to_json(info))}
     with atomic_write(path) as tmp:
         st.save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -191,23 +211,79 @@ def export_torch(program: Program, variables: Variables, path: Path, step: int, 
 BN_LOCALS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
-def read_torch(path: Path):
-    """Modules of a safetensors state_dict, told apart by their parameters, in module order."""
+def read_torch(path: Path) -> Source:
+    """Modules of a safetensors state_dict, told apart by their parameters, in the order the file
+    states (dnnspec's metadata, or nn.Sequential indices), else none (then they pair by shape)."""
     if str(path).endswith((".pt", ".pth", ".bin")):
         raise UserError(f"{path}: pickled torch files are not read (loading them can run code); save a "
                         "safetensors file: safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
-    st = require("safetensors.numpy", "torch", "importing from torch")
+    require("safetensors.numpy", "torch", "importing from torch")
+    from safetensors import safe_open
+
     with reading(path, "not a readable safetensors file"):  # safetensors raises its own error types
-        tensors = st.load_file(str(path))
-        modules: dict[str, dict[str, np.ndarray]] = {}
-        for key, value in tensors.items():
-            prefix, _, pname = key.rpartition(".")
-            modules.setdefault(prefix, {})[pname] = np.asarray(value)
-        layers = []
-        for prefix in sorted(modules, key=natural_key):
-            params = modules[prefix]
-            layers.append(_layer(prefix, params))
-    return layers, []
+        with safe_open(str(path), framework="np") as f:
+            meta = dict(f.metadata() or {})
+            modules: dict[str, dict[str, np.ndarray]] = {}
+            for key in f.keys():
+                prefix, _, pname = key.rpartition(".")
+                modules.setdefault(prefix, {})[pname] = np.asarray(f.get_tensor(key))
+    notes = []
+    order, how = _stated_order(list(modules), meta, notes)
+    prefixes = order if order is not None else sorted(modules, key=natural_key)
+    layers = [_layer(prefix, modules[prefix]) for prefix in prefixes]
+    source = Source(layers=layers, order=how, notes=notes)
+    if order is None:
+        shown = ", ".join(sorted(modules, key=natural_key)[:6]) + (", ..." if len(modules) > 6 else "")
+        source.unordered = (f"its module names {shown} are not nn.Sequential indices, and it has no dnnspec "
+                            "metadata")
+    source.model = _metadata_model(meta, notes)
+    if source.model is None:
+        source.lacks = ("a torch state_dict holds tensors only: no activations, dropout, batch-norm epsilon or "
+                        "momentum")
+    return source
+
+
+def _stated_order(prefixes: list[str], meta: dict, notes: list[str]) -> tuple[list[str] | None, str | None]:
+    """(module prefixes in model order, what states it) or (None, None)."""
+    for key in ("dnnspec_order", "dnnspec_variables"):  # the second: what older dnnspec exports wrote
+        if key not in meta:
+            continue
+        try:
+            listed = json.loads(meta[key])
+        except ValueError:
+            listed = None
+        if isinstance(listed, dict):  # tensor name -> dnnspec variable, in module order
+            listed = [k.rpartition(".")[0] for k in listed]
+        seen = list(dict.fromkeys(p for p in listed if isinstance(p, str))) if isinstance(listed, list) else []
+        if set(seen) == set(prefixes):
+            return seen, "dnnspec's metadata in the file"
+        notes.append(f"the file's {key} metadata does not list its modules: ignored")
+        break
+    if len(prefixes) == 1:
+        return list(prefixes), "a single module"
+    parts = [p.split(".") if p else [] for p in prefixes]
+    common = 0
+    while all(len(x) > common + 1 for x in parts) and len({x[common] for x in parts}) == 1:
+        common += 1
+    rest = [x[common:] for x in parts]
+    if prefixes and all(r and all(c.isdigit() for c in r) for r in rest):
+        keyed = sorted(zip(rest, prefixes), key=lambda t: [int(c) for c in t[0]])
+        return [p for _, p in keyed], "nn.Sequential indices of the module names"
+    return None, None
+
+
+def _metadata_model(meta: dict, notes: list[str]) -> ModelInfo | None:
+    """The model dnnspec's export described in the metadata (None: not one of dnnspec's)."""
+    if "dnnspec_layers" not in meta:
+        return None
+    try:
+        layers = from_json(json.loads(meta["dnnspec_layers"]), "dnnspec's metadata")
+        name, width = json.loads(meta.get("dnnspec_input", "[null, null]"))
+    except (ValueError, TypeError) as e:
+        notes.append(f"the file's dnnspec_layers metadata is damaged ({e}): not used")
+        return None
+    return ModelInfo("dnnspec's metadata in the file", layers, meta.get("dnnspec_model"), name,
+                     width if isinstance(width, int) else None, loss=meta.get("dnnspec_loss"))
 
 
 def _name(prefix: str, pname: str) -> str:
