@@ -152,8 +152,9 @@ def machine_line(info: dict) -> str:
     cpu, blas = info["cpu"], info["blas"]
     isa = "AVX-512" if cpu["avx512f"] else "AVX2" if cpu["avx2"] else "no AVX2"
     cores = cpu["physical_cores"] or cpu["usable_cpus"]
+    ident = f"family {cpu['family']} model {cpu['model_number']}, " if cpu.get("model_number") else ""
     parts = [
-        f"{cpu['model']} ({isa}), {cores} cores / {cpu['usable_cpus']} CPUs usable",
+        f"{cpu['model']} ({ident}{isa}), {cores} cores / {cpu['usable_cpus']} CPUs usable",
         f"Python {info['python']}, NumPy {info['numpy']}",
         f"{blas['internal_api'] or 'BLAS ?'} {blas['version'] or ''} "
         f"({blas['threading_layer'] or '?'}), kernel {blas['architecture'] or '?'}, "

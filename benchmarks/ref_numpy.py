@@ -216,13 +216,18 @@ def _timed(fn, acc, key):
 
 
 def run(variant: str = "base", batch: int = 100, epochs: int = 3, n_samples: int = 60000,
-        warmup: int = 1, profile: bool = False, seed: int = 0) -> dict:
+        warmup: int = 1, profile: bool = False, seed: int = 0, threads: int | None = None) -> dict:
     """Train on synthetic MNIST-shaped data; per-epoch seconds, final loss, optional profile.
 
     With profile=True the GEMMs, the Adam update, the batch gather and the dropout draws are
     timed separately (perf_counter around each call, ~0.1 µs each); "elementwise" is the rest
     of the epoch: bias adds, activations, batchnorm, softmax-CE, reductions, Python overhead.
+    `threads` limits the BLAS's threads (threadpoolctl, after NumPy is loaded); None leaves the
+    BLAS's own default (all cores).
     """
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(int(threads), user_api="blas")
     X, y = synthetic_mnist(n_samples, seed=seed)
     net = Net(variant, batch, seed=seed)
     acc: dict[str, float] = defaultdict(float)
@@ -237,7 +242,8 @@ def run(variant: str = "base", batch: int = 100, epochs: int = 3, n_samples: int
     times = time_epochs(lambda: losses.append(net.train_epoch(X, y)), epochs, warmup=0)
     result = {"impl": "numpy", "variant": variant, "batch": batch, "n_samples": n_samples,
               "epochs": epochs, "epoch_seconds": times, "stats": Stats.of(times).as_dict(),
-              "final_loss": losses[-1], "first_loss": losses[0], "steps_per_epoch": n_samples // batch}
+              "final_loss": losses[-1], "first_loss": losses[0], "steps_per_epoch": n_samples // batch,
+              "threads": threads}
     if profile:
         total = sum(times)
         phases = {k: acc[k] for k in ("gemm", "adam", "gather", "draw")}

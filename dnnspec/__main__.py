@@ -1,3 +1,3 @@
-from .cli import entry
+from .console import main
 
-entry()
+main()

@@ -88,14 +88,9 @@ class Model:
         if self.program.data is None:
             raise DataError("the spec has no `data` declaration: pass arrays to fit(x, y)")
         splits = self.program.data.build().load(Path.cwd())
-        capacity = _label_capacity(self.program, splits.train[1].ndim == 1)
-        if capacity is not None and splits.n_classes is not None:
-            stray = splits.stray_labels(capacity, _capacity_words(self.program, capacity))
-            if stray:
-                raise DataError(stray)
-        errors = data_shape_errors(self.program, splits.n_features, splits.n_classes,
-                                   _label_width(splits.train[1]), self.program.ops[0].span if self.program.ops else None,
-                                   classes_from_labels=splits.classes_from_labels)
+        n_classes, note = _classes_to_fit(self.program, splits)
+        errors = data_shape_errors(self.program, splits.n_features, n_classes, _label_width(splits.train[1]),
+                                   self.program.ops[0].span if self.program.ops else None, classes_note=note)
         if errors:
             raise SpecError(errors, getattr(self.program, "sources", {}))
         hold = self.program.train.validation
@@ -187,6 +182,32 @@ class Model:
         return summary_table(self)
 
 
+def _classes_to_fit(program: Program, splits: Splits) -> tuple[int | None, str | None]:
+    """The class count the model's output must fit, and E048's hint, for data whose labels go
+    beyond the output. Stray labels are the data's fault (a DataError naming file, row and
+    label); with a declared class count, or labels beyond that are common, the layer is to
+    blame (E048), for the classes the data has once strays are left out."""
+    n_classes, note = splits.n_classes, None
+    capacity = _label_capacity(program, splits.train[1].ndim == 1)
+    census = splits.label_census(capacity) if capacity is not None else None
+    if census is not None:  # labels beyond the output, and the class count only inferred from them
+        stray = splits.stray_labels(capacity, _capacity_words(program, capacity))
+        if stray:  # a few rows are wrong, not the model
+            raise DataError(stray)
+        if splits.train[1].ndim == 1:  # the model is too narrow for the classes the data has
+            n_classes = census.classes
+        note = f"the data's labels go up to {splits.n_classes - 1}"
+        if census.strays:
+            one = len(census.strays) == 1
+            note += (f", but {'label' if one else 'labels'} {_listing(census.strays)} {'is' if one else 'are'} "
+                     f"on only {census.rows} row{'s' * (census.rows > 1)} ({census.first}"
+                     f"{'' if census.rows == 1 else ', ...'}): a mistake to fix in the data, not counted as "
+                     f"{'a class' if one else 'classes'}")
+        else:
+            note += f", and many rows have labels above {capacity - 1}"
+    return n_classes, note
+
+
 def _array(a, what: str) -> np.ndarray:
     try:
         a = np.asarray(a)
@@ -218,13 +239,20 @@ def _features_checked(x, program: Program, dtype, what: str, allow_empty: bool =
                         f"expected shape [N, {width}]")
     if len(x) == 0 and not allow_empty:
         raise DataError(f"{what} is empty (shape {shown}); expected at least one example")
-    x = x if x.dtype == dtype else x.astype(dtype)
     _require_finite(x, what)
+    if x.dtype != dtype:
+        wide = x.dtype.kind == "f" and x.dtype.itemsize > np.dtype(dtype).itemsize
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf: reported next
+            x = x.astype(dtype)
+        if wide:
+            _require_finite(x, what, f"too large for {np.dtype(dtype).name}")
     return x
 
 
-def _require_finite(a: np.ndarray, what: str, chunk: int = 4096) -> None:
+def _require_finite(a: np.ndarray, what: str, note: str = "", chunk: int = 4096) -> None:
     """DataError at the first NaN/Inf ("x contains NaN at row 5 (x[5, 2])"), a chunk at a time."""
+    if a.size == 0 or a.dtype.kind not in "fc":
+        return
     flat = a.reshape(len(a), -1)
     for start in range(0, len(flat), chunk):
         ok = np.isfinite(flat[start:start + chunk])
@@ -233,8 +261,8 @@ def _require_finite(a: np.ndarray, what: str, chunk: int = 4096) -> None:
             value = float(flat[start + r, c])
             kind = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
             at = f"{what}[{start + r}, {c}]" if a.ndim == 2 else f"{what}[{start + r}]"
-            raise DataError(f"{what} contains {kind} at row {start + r} ({at}); expected finite numbers"
-                            + (" (too large for float32?)" if what.endswith("x") and kind != "NaN" else ""))
+            raise DataError(f"{what} contains {kind} at row {start + r} ({at}"
+                            + (f": {note}" if note else "") + "); expected finite numbers")
 
 
 def _label_capacity(program: Program, index_labels: bool) -> int | None:
@@ -271,14 +299,14 @@ def _labels_checked(y, n: int, program: Program, dtype, x_what: str, what: str) 
             _require_finite(y, what)
             bad = np.flatnonzero(y != np.round(y))
             if len(bad):
-                raise DataError(f"{what} has {y[bad[0]]!r} at row {bad[0]}; class labels are whole numbers "
+                raise DataError(f"{what} has {_num(y[bad[0]])} at row {bad[0]}; class labels are whole numbers "
                                 f"0..{width - 1}")
         return _in_range(y, width, _capacity_words(program, width), what).astype(np.int64, copy=False)
     if kind == "binary" and y.ndim == 1 and width == 1:
         _require_finite(y, what)
         bad = np.flatnonzero((y < 0) | (y > 1))
         if len(bad):
-            raise DataError(f"{what} has {y[bad[0]]!r} at row {bad[0]}; {_capacity_words(program, 2)} takes "
+            raise DataError(f"{what} has {_num(y[bad[0]])} at row {bad[0]}; {_capacity_words(program, 2)} takes "
                             "labels 0 and 1 (or probabilities between)")
         return y.astype(dtype, copy=False)
     if y.ndim == 1 and width == 1:
@@ -293,7 +321,7 @@ def _labels_checked(y, n: int, program: Program, dtype, x_what: str, what: str) 
         bad = np.argwhere((y < 0) | (y > 1))
         if len(bad):
             r, c = bad[0]
-            raise DataError(f"{what}[{r}, {c}] is {float(y[r, c])!r}; {program.train.loss.name} takes labels "
+            raise DataError(f"{what}[{r}, {c}] is {_num(y[r, c])}; {program.train.loss.name} takes labels "
                             "0 and 1 (or probabilities between)")
     return y
 
@@ -303,9 +331,20 @@ def _in_range(y: np.ndarray, capacity: int, words: str, what: str) -> np.ndarray
     if len(bad):
         i = bad[0]
         more = len(bad) - 1
-        raise DataError(f"labels must be in 0..{capacity - 1} {words}: {what} has label {y[i]:g} at row {i}"
+        raise DataError(f"labels must be in 0..{capacity - 1} {words}: {what} has label {_num(y[i])} at row {i}"
                         + (f" ({more} more out of range)" if more else ""))
     return y
+
+
+def _listing(values) -> str:
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _num(v) -> str:
+    """A label as a user wrote it: 7, 1.5 (not np.int64(7))."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() else f"{v:g}"
 
 
 def _label_width(y: np.ndarray) -> int | None:

@@ -23,7 +23,7 @@ Conventions shared by every file-based entry (`Options`, applied in one place, `
 - When ``n_classes`` is only the largest label + 1 (no declared count: not a named dataset,
   no ``classes``), `Splits.label_sources` keeps the labels as read, in file order, so a model
   whose output is narrower can tell stray labels (a few rows: the data's fault, reported by
-  file and row, `Splits.stray_labels`) from a data set with more classes (the layer's fault).
+  file and row, `Splits.label_census`) from a data set with more classes (the layer's fault).
 """
 
 from __future__ import annotations
@@ -79,34 +79,57 @@ class Splits:
     def n_features(self) -> int:
         return self.train[0].shape[1]
 
-    @property
-    def classes_from_labels(self) -> bool:
-        """Whether `n_classes` was inferred from the labels rather than declared."""
-        return bool(self.label_sources)
+    def label_census(self, capacity: int) -> LabelCensus | None:
+        """Whose fault labels beyond `capacity` classes (a model's output) are: None when they all
+        fit, or when the class count is declared (a named data set, ``classes=``, a built-in:
+        the data has that many classes, so the model is wrong).
 
-    def stray_labels(self, capacity: int, what: str) -> str | None:
-        """When the labels go beyond `capacity` classes (a model's output), a message blaming the
-        data if the labels beyond are strays; None if they fit, or if the data has more classes.
-
-        The rule: with a declared class count (a named data set, ``classes=``, a built-in) the
-        data has that many classes, so the model is to blame (None). With a count inferred from
-        the largest label, a label value >= `capacity` is a stray when it labels fewer rows than
-        half the median in-range class: a mistake in a few rows, not a class of its own. `what`
-        says whose capacity it is ("for the 3 outputs of the last layer 'outputs'")."""
+        With a count inferred from the largest label, a label value >= `capacity` is a *stray*
+        when it labels fewer rows than half the median in-range class (a mistake in a few rows,
+        not a class of its own); a more common one is a class the model lacks."""
         if not self.label_sources or self.n_classes is None or self.n_classes <= capacity:
             return None
         counts = np.bincount(np.concatenate([s.y for s in self.label_sources]))
         inside = counts[:capacity][counts[:capacity] > 0]
-        beyond = counts[capacity:]
-        if not len(inside) or 2 * int(beyond.max()) >= float(np.median(inside)):
+        if not len(inside):
             return None
-        source, i = next((s, int(np.flatnonzero(s.y >= capacity)[0])) for s in self.label_sources
-                         if len(s.y) and s.y.max() >= capacity)
-        more = int(beyond.sum()) - 1
-        return (f"labels must be in 0..{capacity - 1} {what}: {source.row(i)} has label {source.y[i]}"
+        floor = float(np.median(inside)) / 2
+        beyond = [int(v) for v in np.flatnonzero(counts[capacity:]) + capacity]
+        strays = [v for v in beyond if counts[v] < floor]
+        classes = max([v + 1 for v in beyond if v not in strays], default=capacity)
+        if not strays:
+            return LabelCensus(classes, (), "", 0)
+        rows = int(sum(counts[v] for v in strays))
+        for source in self.label_sources:
+            hit = np.flatnonzero(np.isin(source.y, strays))
+            if len(hit):
+                i = int(hit[0])
+                return LabelCensus(classes, tuple(strays), f"{source.row(i)} has label {source.y[i]}", rows)
+        raise AssertionError("a stray label without a row")  # pragma: no cover
+
+    def stray_labels(self, capacity: int, what: str) -> str | None:
+        """The DataError message when every label beyond `capacity` is a stray (the data's fault),
+        else None. `what` says whose capacity it is ("for the 3 outputs of the last layer 'outputs'")."""
+        census = self.label_census(capacity)
+        if census is None or not census.strays or census.classes > capacity:
+            return None
+        more = census.rows - 1
+        return (f"labels must be in 0..{capacity - 1} {what}: {census.first}"
                 + (f" ({more} more row{'s' * (more > 1)} {'have' if more > 1 else 'has'} a label above "
                    f"{capacity - 1})" if more else "")
                 + f"; fix the data, or if it really has {self.n_classes} classes, widen the last layer")
+
+
+@dataclass(frozen=True)
+class LabelCensus:
+    """`Splits.label_census`: the classes the data has once stray labels are left out, the
+    stray label values, the first row holding one ("row 17 of x.csv (line 18) has label 7"),
+    and how many rows hold one."""
+
+    classes: int
+    strays: tuple[int, ...]
+    first: str
+    rows: int
 
 
 class Dataset:

@@ -9,7 +9,11 @@ An optimizer is hyper-parameters plus a pure in-place update rule over flat arra
 contents undefined between calls), ``lr`` the learning rate of this update after any schedule
 and multiplier (a Python float, never a NumPy float64 scalar, which would upcast the math),
 ``t`` the 1-based update count. The runtime keeps ``p``, ``g`` and each slot as flat buffers
-over all trainable variables, so one call updates the whole network in a few large passes.
+over all trainable variables, and calls ``update`` on contiguous chunks of them (L2-sized, from
+several threads at once: ``dnnspec.train.parallel``), so an update must be element-wise and must
+not change the optimizer's attributes: its scalars are the same for every chunk of a step, and
+``prepare(t)``, called once per step before the chunks, fills any cache they read (NAdam's
+product of momenta).
 
 Every rule follows torch.optim (which is the papers' form where the paper is precise); Keras
 variants are options (docs/conventions.md). Updates never allocate an array: they write into
@@ -37,6 +41,9 @@ class Optimizer:
 
     def update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray], lr: float, t: int) -> None:
         raise NotImplementedError
+
+    def prepare(self, t: int) -> None:
+        """Called once per step before ``update`` runs on the chunks of the buffers."""
 
     def hyperparameters(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -292,6 +299,9 @@ class NAdam(Optimizer):
             prod *= self.mu(i)
         self._prod = (t, prod)
         return prod
+
+    def prepare(self, t: int) -> None:
+        self.mu_product(int(t))  # the chunks' calls then read the cache, never extend it
 
     def state_dict(self) -> tuple[dict, dict]:
         """Π μ_i so far: with a cycled beta1 (onecycle) it cannot be recomputed on resume."""

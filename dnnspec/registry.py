@@ -185,8 +185,8 @@ def describe(value: Any) -> str:
 # "Did you mean" costs a string comparison per candidate: one check spends at most
 # SUGGEST_BUDGET of them (a hostile spec can ask thousands of times over thousands of names),
 # and a word is compared with at most MAX_SUGGEST_CANDIDATES candidates.
-SUGGEST_BUDGET = 50_000
-MAX_SUGGEST_CANDIDATES = 2_000
+SUGGEST_BUDGET = 5_000  # well under a second at worst (names alike enough for the full comparison)
+MAX_SUGGEST_CANDIDATES = 1_000
 _budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("suggest_budget", default=None)
 
 

@@ -494,3 +494,132 @@ def test_csv_errors(tmp_path):
         Csv("d.csv", test="t.csv").load(tmp_path)
     with pytest.raises(DataError, match="regression"):
         Csv("d.csv", regression=True, classes="0,1")
+
+
+# ---------------------------------------------------------------- whose fault: a stray label or a narrow layer
+LABELLED = """
+model m {{
+    input x[2]
+    scope dnn {{
+        dense hidden(8, activation=relu)
+        dense outputs(3)
+    }}
+}}
+data d = {data}
+train {{
+    epochs 1
+    batch 8
+}}
+"""
+
+
+def csv_rows(labels, blank_after: int | None = None) -> str:
+    lines = ["f1,f2,label"]
+    for i, label in enumerate(labels):
+        lines.append(f"{i % 5},{(i * 7) % 3},{label}")
+        if blank_after is not None and i == blank_after:
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_stray_label_blames_the_data_row_not_the_layer(tmp_path, monkeypatch):
+    import dnnspec
+
+    monkeypatch.chdir(tmp_path)
+    labels = [i % 3 for i in range(30)]
+    labels[16] = 7  # row 17 of the file's data
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text(csv_rows(labels, blank_after=3))  # a blank line: line != row + 1
+    model = dnnspec.compile_text(LABELLED.format(data='csv(path="data/x.csv")'))
+    with pytest.raises(DataError) as e:
+        model.fit()
+    assert errmsg(e) == ("labels must be in 0..2 for the 3 outputs of the last layer 'dnn/outputs': row 17 of "
+                         f"{tmp_path / 'data' / 'x.csv'} (line 19) has label 7; fix the data, or if it really has 8 "
+                         "classes, widen the last layer")
+    labels[20] = 5
+    (tmp_path / "data" / "x.csv").write_text(csv_rows(labels))
+    with pytest.raises(DataError, match=r"row 17 of \S*data/x.csv \(line 18\) has label 7 \(1 more row has a "
+                                        r"label above 2\)"):
+        model.load_data()
+
+
+def test_a_stray_label_in_an_npz_names_the_array_and_item(tmp_path, monkeypatch):
+    import dnnspec
+
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    y = np.arange(60) % 3
+    y[41] = 9
+    write_npz(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    model = dnnspec.compile_text(LABELLED.format(data='npz(path="d.npz")'))
+    with pytest.raises(DataError, match=r"labels must be in 0..2 .*: item 41 of \S*/d.npz: y_train has label 9"):
+        model.load_data()
+
+
+def test_more_classes_in_the_data_blames_the_layer(tmp_path, monkeypatch):
+    """Labels spread evenly over 0..7: the data has 8 classes, the 3-wide layer is wrong (E048)."""
+    import dnnspec
+    from dnnspec.errors import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text(csv_rows([i % 8 for i in range(40)]))
+    model = dnnspec.compile_text(LABELLED.format(data='csv(path="x.csv")'))
+    with pytest.raises(SpecError) as e:
+        model.load_data()
+    assert "E048" in errmsg(e) and "the last layer 'dnn/outputs' has width 3 but softmax_cross_entropy on this " \
+                                   "data needs 8" in errmsg(e)
+    assert "labels go up to 7" in errmsg(e)
+
+
+def test_a_declared_class_count_blames_the_layer(tmp_path, monkeypatch):
+    """`classes=` declares the data's classes: even one rare example of the fourth makes it 4."""
+    import dnnspec
+    from dnnspec.errors import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    labels = [i % 3 for i in range(30)]
+    labels[16] = 3
+    (tmp_path / "x.csv").write_text(csv_rows(labels))
+    model = dnnspec.compile_text(LABELLED.format(data='csv(path="x.csv", classes="0,1,2,3")'))
+    with pytest.raises(SpecError, match="E048"):
+        model.load_data()
+
+
+def test_a_narrow_layer_and_a_stray_label(tmp_path, monkeypatch):
+    """Labels 0..2 in every other row and one 7: a 2-wide layer is wrong (it needs 3, not 8), and the
+    hint points at the stray row too."""
+    import dnnspec
+    from dnnspec.errors import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    labels = [i % 3 for i in range(30)]
+    labels[16] = 7
+    (tmp_path / "x.csv").write_text(csv_rows(labels))
+    model = dnnspec.compile_text(LABELLED.format(data='csv(path="x.csv")').replace("outputs(3)", "outputs(2)"))
+    with pytest.raises(SpecError) as e:
+        model.load_data()
+    assert "has width 2 but softmax_cross_entropy on this data needs 3 [E048]" in errmsg(e)
+    assert (f"hint: the data's labels go up to 7, but label 7 is on only 1 row (row 17 of {tmp_path / 'x.csv'} "
+            "(line 18) has label 7): a mistake to fix in the data, not counted as a class") in errmsg(e)
+
+
+def test_label_census_rule():
+    from dnnspec.datasets import LabelSource, Splits
+
+    def splits(labels):
+        y = np.array(labels)
+        return Splits(train=(np.zeros((len(y), 1), np.float32), y), n_classes=int(y.max()) + 1,
+                      label_sources=[LabelSource("f", y)])
+
+    fits = splits([0, 1, 2] * 10)
+    assert fits.label_census(3) is None and fits.label_census(5) is None
+    census = splits([0, 1, 2, 7, 9, 7] + [0, 1, 2] * 10).label_census(3)
+    assert (census.classes, census.strays, census.first, census.rows) == (3, (7, 9), "item 3 of f has label 7", 3)
+    assert "item 3 of f has label 7 (2 more rows have a label above 2)" in \
+        splits([0, 1, 2, 7, 9, 7] + [0, 1, 2] * 10).stray_labels(3, "")
+    census = splits([0, 1, 2, 3] * 10).label_census(3)  # a fourth class as common as the others
+    assert (census.classes, census.strays) == (4, ()) and splits([0, 1, 2, 3] * 10).stray_labels(3, "") is None
+    census = splits([0, 1, 2, 3, 3, 7] + [0, 1, 2, 3] * 10).label_census(3)  # a class and a stray
+    assert (census.classes, census.strays) == (4, (7,))
+    declared = Splits(train=(np.zeros((4, 1)), np.array([0, 1, 2, 7])), n_classes=8)  # a known class count
+    assert declared.label_census(3) is None and declared.stray_labels(3, "") is None

@@ -6,8 +6,10 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 import dnnspec
+from dnnspec.train import parallel
 
 SPEC = """
 model b {
@@ -49,6 +51,32 @@ def test_a_training_step_allocates_no_arrays():
     # small views, Python objects and NumPy's fixed 8192-element reduction buffer (32 KB), never
     # an array the size of a batch of activations (200 x 128 floats = 100 KB) or of the parameters
     assert peak < 200 * 128 * 4 * 0.75, peak
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_threaded_chunked_step_allocates_no_arrays(threads):
+    """The element-wise pool hands out views built once: no array per step or per chunk."""
+    before = parallel.blas_threads()
+    parallel.configure(parallel.ThreadConfig(1, threads))
+    try:
+        model = dnnspec.compile_text(SPEC)
+        up = model.trainer.updater
+        up.chunk, up._items = 2048, None  # ~20 chunks over the ~45 K parameters
+        rng = np.random.default_rng(0)
+        x = rng.random((400, 64), dtype=np.float32)
+        y = rng.integers(0, 10, 400)
+        model.fit(x, y, epochs=1)
+        assert len(up._items) > 10
+        tracemalloc.start()
+        try:
+            model.trainer.train_step(x[:200], y[:200], 0)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 200 * 128 * 4 * 0.75, peak
+        assert all(a.dtype == np.float32 for a in up.state.values())
+    finally:
+        parallel.configure(parallel.ThreadConfig(before or 1, 1))
 
 
 def test_everything_is_float32():

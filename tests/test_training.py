@@ -105,3 +105,24 @@ def test_run_reports_the_weights_it_saves(tiny_spec, in_tmp):
     assert saved.evaluate(*splits.test)["accuracy"] == result["test_accuracy"]
     assert saved.evaluate(*splits.val)["loss"] == pytest.approx(result["val_loss"])
     assert result["val_loss"] == pytest.approx(min(h["val_loss"] for h in saved.history), rel=1e-6)
+
+
+def test_fit_returns_the_epochs_of_this_call(tiny_spec, in_tmp):
+    model = dnnspec.compile_text(tiny_spec)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(96, 2)).astype(np.float32), rng.integers(0, 3, 96)
+    first = model.fit(x, y, epochs=2)
+    second = model.fit(x, y, epochs=3)
+    assert [h["epoch"] for h in first] == [1, 2]
+    assert [h["epoch"] for h in second] == [3, 4, 5]
+    assert [h["epoch"] for h in model.history] == [1, 2, 3, 4, 5]  # the property keeps them all
+    assert model.fit(x, y, epochs=0) == []
+
+
+def test_a_restored_model_returns_only_what_it_trains(tiny_spec, in_tmp):
+    model = dnnspec.compile_text(tiny_spec)
+    model.fit(epochs=1)
+    model.save("one.h5")
+    again = dnnspec.load_checkpoint("one.h5")
+    rows = again.fit()  # on to the spec's 3 epochs
+    assert [h["epoch"] for h in rows] == [2, 3] and len(again.history) == 3

@@ -20,7 +20,7 @@ from .lints import LINTS
 from .model import Expander, resolve_auto_init
 from .overrides import apply_overrides
 from .settings import TOP_KEYS, TRAIN_KEYS, SettingValue, check_settings
-from .values import Bound, Env, Invalid, evaluate, resolve_component
+from .values import FAILED, Bound, Env, Invalid, evaluate, resolve_component
 
 __all__ = ["check", "check_text", "check_file", "read_spec", "Program", "OpSpec", "data_shape_errors"]
 
@@ -51,7 +51,7 @@ def _definitions(ctx: Context) -> None:
             try:
                 ctx.env[st.name] = Bound(evaluate(st.value, ctx.env, ctx.diags))
             except Invalid:
-                pass
+                ctx.env[st.name] = Bound(FAILED)  # its uses are not errors of their own
         elif isinstance(st, ast.Block):
             if st.name in LAYERS or st.name in ACTIVATIONS:
                 ctx.diags.error("E045", f"block '{st.name}' has the name of a built-in layer", st.span,
@@ -85,7 +85,7 @@ def _expand(ctx: Context) -> None:
     ex.model(ctx.model)
     resolve_auto_init(ex.ops, ctx.diags)
     ctx.expander = ex
-    if ex.input is not None and not ex.ops and len(ctx.diags.errors) == before:
+    if ex.input is not None and not ex.ops and len(ctx.diags.errors) == before and not ex.skipped:
         ctx.diags.error("E041", f"model '{ctx.model.name}' has no layers", ctx.model.span)
 
 
@@ -211,13 +211,12 @@ def _data_shapes(ctx: Context) -> None:
 
 
 def data_shape_errors(program: Program, n_features: int, n_classes: int | None, label_width: int | None = None,
-                      input_span=None, classes_from_labels: bool = False):
+                      input_span=None, classes_note: str | None = None):
     """Diagnostics for a model whose input or output width does not fit the data.
 
-    `classes_from_labels`: `n_classes` is only the data's largest label + 1 (no declared class
-    count). The caller has ruled out stray labels by then (`Splits.stray_labels`: a few rows
-    with a label too large are the data's fault, a DataError naming file and row), so a wider
-    label range means the data has more classes and the layer is to blame; the hint says why."""
+    `classes_note` says where `n_classes` came from when the data declares no class count (the
+    caller inferred it from the labels, leaving out stray ones: see `Splits.label_census`); it
+    becomes E048's hint."""
     out = Diagnostics()
     if n_features != program.input_width:
         out.error("E047", f"input '{program.input_name}' has width {program.input_width} but the data has "
@@ -226,13 +225,8 @@ def data_shape_errors(program: Program, n_features: int, n_classes: int | None, 
     want = loss.out_width(n_classes, label_width)
     if want is not None and program.ops and want != program.output_width:
         last = program.ops[-1]
-        hint = None
-        if classes_from_labels and n_classes is not None and want == n_classes:
-            hint = (f"the data's labels go up to {n_classes - 1}, and many rows have labels above "
-                    f"{program.output_width - 1}: {n_classes} classes" if n_classes > program.output_width else
-                    f"the data's labels go up to {n_classes - 1} only: {n_classes} classes")
         out.error("E048", f"the last layer '{last.layer}' has width {program.output_width} but "
-                          f"{program.train.loss.name} on this data needs {want}", last.span, hint=hint)
+                          f"{program.train.loss.name} on this data needs {want}", last.span, hint=classes_note)
     return out.items
 
 

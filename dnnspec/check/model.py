@@ -44,6 +44,7 @@ class Expander:
         self.parameters = 0
         self.expanded = 0  # statements expanded so far (see MAX_EXPANDED)
         self.stopped = False  # expansion stopped at a limit
+        self.skipped = 0  # lines skipped as invalid (an error of theirs, or a failed `let` they use)
         self._sizes: dict[int, int] = {}  # id(body) -> lower bound of its expansion (see `_size`)
         self._resolved: dict[tuple[int, int], tuple] = {}  # (id(line), id(env)) -> (env, what it means)
         self._shapes: dict[tuple[int, int], tuple] = {}  # (id(component), n_in) -> (component, n_out, vars, size)
@@ -164,7 +165,7 @@ class Expander:
                 elif isinstance(item, ast.Layer):
                     self._layer(item, prefix, env, suffix, stack, depth)
             except Invalid:
-                continue
+                self.skipped += 1
 
     def _input(self, item: ast.Input, prefix: str, env: Env) -> None:
         if self.input is not None or self.ops or prefix:

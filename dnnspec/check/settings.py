@@ -6,6 +6,7 @@ table, so a new setting is one line here plus the code that uses it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..errors import Diagnostics, Span
 from ..program import Pattern, PatternError, compile_pattern
 from ..registry import REQUIRED, Choice, Component, Float, Int, Ref, suggest
 from ..syntax import ast
+from ..syntax.limits import MAX_NESTING
 from .values import Env, Invalid, blame, convert, evaluate
 
 MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -175,9 +177,31 @@ def _check_one(s: ast.Setting, key: Key, env: Env, diags: Diagnostics) -> Settin
 
 
 def checked_pattern(text: str, span: Span | None, diags: Diagnostics) -> Pattern | None:
-    """A scope pattern, or None with an E054 diagnostic at `span`."""
+    """A scope pattern, or None with an E054 diagnostic at `span`. Python's regex parser
+    recurses once per group, so a pattern nesting more groups than MAX_NESTING is refused before
+    it is compiled (no RecursionError), and its warnings ("possible set difference") stay quiet."""
+    depth = deepest = 0
+    escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        diags.error("E054", f"invalid pattern: groups nested more than {MAX_NESTING} deep", span)
+        return None
     try:
-        return compile_pattern(text, span=span)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return compile_pattern(text, span=span)
     except PatternError as e:
         diags.error("E054", str(e), span)
+        return None
+    except (RecursionError, OverflowError, ValueError) as e:  # what re.compile raises besides re.error
+        diags.error("E054", f"invalid pattern {text[:60]!r}: {type(e).__name__}: {e}", span)
         return None

@@ -40,14 +40,27 @@ class Bound:
 
 Env = dict[str, Bound]
 
+# The value of a `let` whose expression had an error (already reported): using it is Invalid
+# without a second error ("undefined variable") at each use.
+FAILED = Symbol("<failed>")
+
 
 def evaluate(e: ast.Expr, env: Env, diags: Diagnostics) -> Any:
     """Evaluate an expression; records a diagnostic and raises Invalid on error."""
-    if isinstance(e, (ast.Num, ast.Str, ast.Bool)):
+    if isinstance(e, ast.Num):
+        problem = result_problem(e.value)
+        if problem:
+            diags.error("E014", literal_problem(e.text or str(e.value)), e.span)
+            raise Invalid
+        return e.value
+    if isinstance(e, (ast.Str, ast.Bool)):
         return e.value
     if isinstance(e, ast.Name):
         if e.id in env:
-            return env[e.id].value
+            value = env[e.id].value
+            if value is FAILED:
+                raise Invalid
+            return value
         return Symbol(e.id)
     if isinstance(e, ast.ListExpr):
         return [evaluate(x, env, diags) for x in e.items]
@@ -90,6 +103,18 @@ def evaluate(e: ast.Expr, env: Env, diags: Diagnostics) -> Any:
             raise Invalid
         return result
     raise TypeError(f"not an expression: {e!r}")  # pragma: no cover
+
+
+def literal_problem(text: str) -> str:
+    """The message for a number literal out of range (see `result_problem`)."""
+    sign = "-" if text.startswith("-") else ""
+    body = text.lstrip("-")
+    if body.isdigit():
+        digits = body.lstrip("0")
+        shown = digits if len(digits) <= 30 else f"{digits[:12]}...{digits[-6:]} ({len(digits)} digits)"
+        return f"integer {sign}{shown} is too large: integers are 64-bit (at most 2**63-1 = {MAX_INT})"
+    shown = body if len(body) <= 30 else f"{body[:12]}...{body[-6:]} ({len(body)} characters)"
+    return f"number {sign}{shown} is too large for a 64-bit float (at most about 1.8e308)"
 
 
 def result_problem(v: int | float) -> str | None:

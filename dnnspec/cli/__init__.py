@@ -112,19 +112,14 @@ def fmt(specs, write, check_only):
 
     import stat
 
-    from ..errors import UserError
+    from ..check import read_spec
     from ..fileio import write_text
     from ..syntax.fmt import format_spec
     from ..syntax.parser import parse
 
     unformatted = []
     for path in specs:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise UserError(f"{path}: cannot read: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        text = read_spec(path)  # UTF-8, BOM dropped, at most the spec size limit: never a MemoryError
         out = format_spec(parse(text, path))
         if check_only:
             if out != text:
@@ -282,20 +277,14 @@ def schedule(spec, overrides, steps_per_epoch, plot):
 from .ckpt import ckpt  # noqa: E402  (subcommand groups register on import)
 
 main.add_command(ckpt)
+from . import sweep as _sweep  # noqa: E402,F401  (registers sweep, sweep-report, ensemble)
+from .diagnose import diagnose, new, plot  # noqa: E402  (docs/diagnostics.md)
+main.add_command(diagnose), main.add_command(plot), main.add_command(new)
 
 
 def entry() -> None:
-    """The console script. A Ctrl-C that lands while the interpreter shuts down, after the
-    command's work is done and reported, changes nothing: it is ignored from then on."""
-    import signal
-
-    try:
-        main()
-    except KeyboardInterrupt:  # outside any command (click's own parsing)
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The command line (dnnspec.console wraps it for the console script)."""
+    main()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 
 import click
@@ -28,12 +29,16 @@ def handle_errors(fn):
         except UserError as e:
             if debug:
                 raise
+            code = getattr(e, "exit_code", EXIT_RUNTIME)
+            if code >= 128:  # stopped by a signal: a second one while leaving changes nothing
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             click.echo(f"error: {e}", err=True)
-            sys.exit(getattr(e, "exit_code", EXIT_RUNTIME))
+            sys.exit(code)
         except BrokenPipeError:  # `dnnspec ... | head`: the reader left; not an error
             sys.stderr.close()
             sys.exit(EXIT_OK)
         except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             click.echo("interrupted", err=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):

@@ -7,6 +7,7 @@ after code stays at the end of that line.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from . import ast
@@ -50,7 +51,7 @@ def format_string(s: str) -> str:
 def _prec(e: ast.Expr) -> int:
     if isinstance(e, ast.BinOp):
         return _PREC[e.op]
-    if isinstance(e, ast.Neg) or (isinstance(e, ast.Num) and e.value < 0):
+    if isinstance(e, ast.Neg) or (isinstance(e, ast.Num) and math.copysign(1, e.value) < 0):  # -0.0 too
         return 3
     return 5
 

@@ -8,11 +8,11 @@ Model-size limits (layers after expansion, parameters, repeat counts) live with 
 
 from __future__ import annotations
 
-# A spec is text a person writes (or a script generates): 1 MiB is ~100 times the largest
-# sensible one (a 10,000-layer net written out line by line is ~400 KiB). lark parses about
-# 300-500 KB a second and its tree takes ~200 bytes a character, so this bounds the parse to
-# a few seconds and a few hundred MB.
-MAX_SOURCE_CHARS = 2**20
+# A spec is text a person writes (or a script generates): 256 KiB is 300 times the largest
+# shipped spec, and 6,000 lines of 40 characters (`repeat` and blocks make long specs short).
+# lark parses 50,000-100,000 tokens a second, a token every 2 characters at worst, so this
+# bounds the parse to a few seconds and its tree to about 100 MB.
+MAX_SOURCE_CHARS = 2**18
 
 # Blocks, scopes and repeats inside each other (a model body is level 1; a block instance adds
 # the block's body as a level too), and expressions inside each other (each operator, call,

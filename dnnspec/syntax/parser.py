@@ -1,21 +1,22 @@
 """Text -> AST. A thin wrapper over lark (LALR) and a pure tree-to-AST builder.
 
-Checking lives elsewhere (`dnnspec.check`): the transformer only builds nodes, so an exception
-here is a bug, never a user error (see STYLE.md on lark's VisitError).
+Checking lives elsewhere (`dnnspec.check`): the builder only builds nodes, so an exception
+here is a bug, never a user error (see STYLE.md on lark's VisitError). What the parser itself
+refuses, with a located SpecError: syntax errors and bad string escapes (E001), nesting past
+the limits of `limits` (E002), a spec longer than MAX_SOURCE_CHARS (E003). The tree becomes the
+AST without recursion, so no spec makes it raise RecursionError.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Tree, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.visitors import Transformer_NonRecursive
 
 from ..errors import Diagnostic, Span, SpecError
 from . import ast
@@ -42,15 +43,14 @@ def parse(text: str, file: str = "<spec>") -> ast.Spec:
 
     A UTF-8 byte order mark at the start is skipped (columns count from after it). Before the
     AST is built, the tree is checked against the limits of `limits` (nesting depth, number
-    range, string escapes), so building, checking and formatting the AST never recurse deeper
-    than `MAX_NESTING`/`MAX_EXPR_DEPTH` levels nor meet a number they cannot hold.
+    escapes), so building, checking and formatting the AST never recurse deeper than
+    `MAX_NESTING`/`MAX_EXPR_DEPTH` levels.
     """
     if text.startswith(BOM):
         text = text[len(BOM):]
     _check_size(text, file)
     tree = _parse(text, file, "start")
-    _check_tree(tree, file, text)
-    statements = _Builder(file).transform(tree)
+    statements = _build(tree, file, text)
     return ast.Spec(tuple(statements), file=file, source=text)
 
 
@@ -63,8 +63,7 @@ def parse_expr(text: str, file: str = "<--set>", start: int = 0) -> ast.Expr:
     """
     _check_size(text, file)
     tree = _parse(" " * start + text[start:], file, "expr", source=text)
-    _check_tree(tree, file, text)
-    return _Builder(file).transform(tree)
+    return _build(tree, file, text)
 
 
 def _check_size(text: str, file: str) -> None:
@@ -77,60 +76,47 @@ def _check_size(text: str, file: str) -> None:
 _EXPR_NODES = frozenset({"add", "sub", "mul", "div", "pow", "neg", "list", "call"})
 
 
-def _check_tree(tree, file: str, source: str) -> None:
-    """Walk the parse tree without recursion; raise SpecError for nesting deeper than the limits
-    (E002, once per statement), integer literals beyond 64 bits or real literals beyond a 64-bit
-    float (E014), and strings with an invalid escape (E001)."""
-    problems: list[Diagnostic] = []
-    stack = [(tree, 0, 0)]
+def _build(tree, file: str, source: str):
+    """The AST of a parse tree, built without recursion (lark's transformers use a Python
+    frame per level, or are slow); SpecError for nesting deeper than the limits (E002) and for
+    strings with an invalid escape (E001). Numbers out of range are the checker's (E014),
+    reported with every other error."""
+    builder = _Builder(file)
+    out: list = []
+    stack = [(tree, 0, 0, False)]
     while stack:
-        node, bodies, exprs = stack.pop()
-        if isinstance(node, Token):
-            if node.type == "NUMBER":
-                message = number_problem(str(node))
-                if message:
-                    problems.append(Diagnostic("E014", message, _tok_span(file, node)))
-            elif node.type == "STRING":
-                try:
-                    unquote(str(node))
-                except ValueError as e:
-                    problems.append(Diagnostic("E001", f"syntax error: {e}", _tok_span(file, node),
-                                               hint=r'a backslash escape is one of \\ \" \n \t \r \xHH \uHHHH '
-                                                    r'\UHHHHHHHH \N{NAME}'))
-            continue
+        node, bodies, exprs, done = stack.pop()
         if not isinstance(node, Tree):
+            out.append(node)
             continue
-        if node.data == "body":
+        if done:
+            n = len(node.children)
+            children = out[len(out) - n:]
+            del out[len(out) - n:]
+            # after a problem the tree is only walked for more problems: a node may be missing
+            out.append(None if builder.problems else getattr(builder, node.data)(node.meta, children))
+            continue
+        if node.data in ("body", "train_body"):
             bodies += 1
             if bodies > MAX_NESTING:
-                problems.append(Diagnostic(
+                builder.problem(Diagnostic(
                     "E002", f"blocks, scopes and repeats nested more than {MAX_NESTING} levels deep",
                     _span(file, node.meta), hint="flatten the nesting, e.g. with a block"))
+                out.append(None)
                 continue
         elif node.data in _EXPR_NODES:
             exprs += 1
             if exprs > MAX_EXPR_DEPTH:
-                problems.append(Diagnostic(
+                builder.problem(Diagnostic(
                     "E002", f"an expression nested more than {MAX_EXPR_DEPTH} levels deep (each operator, call "
                             "and list is a level)", _span(file, node.meta), hint="split it with `let`"))
+                out.append(None)
                 continue
-        stack.extend((child, bodies, exprs) for child in reversed(node.children))
-    if problems:
-        raise SpecError(problems, {file: source})
-
-
-def number_problem(text: str) -> str | None:
-    """Why a number literal is out of range (64-bit integer, finite 64-bit float), or None."""
-    if text.isdigit():
-        digits = text.lstrip("0")
-        if len(digits) > 19 or (digits and int(digits) > MAX_INT):
-            shown = digits if len(digits) <= 30 else f"{digits[:12]}...{digits[-6:]} ({len(digits)} digits)"
-            return f"integer {shown} is too large: integers are 64-bit (at most 2**63-1 = {MAX_INT})"
-        return None
-    if not math.isfinite(float(text)):
-        shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
-        return f"number {shown} is too large for a 64-bit float (at most about 1.8e308)"
-    return None
+        stack.append((node, bodies, exprs, True))
+        stack.extend((child, bodies, exprs, False) for child in reversed(node.children))
+    if builder.problems:
+        raise SpecError(builder.problems, {file: source})
+    return out[0]
 
 
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[0-7]{1,3}|[xuUN]|.)", re.S)
@@ -252,15 +238,36 @@ def _tok_span(file: str, tok: Token) -> Span:
     return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
 
 
-@v_args(meta=True)
-class _Builder(Transformer_NonRecursive):
-    """Builds AST nodes from the parse tree; nothing else. Non-recursive (lark's own loop), and
-    `_check_tree` has already refused what a node could not hold (a 400-digit integer, a bad
-    escape), so nothing here raises."""
+class _Body(tuple):
+    """The items of a braced body, with the position of its closing brace."""
+
+    def __new__(cls, items, meta):
+        self = super().__new__(cls, items)
+        self.end = (meta.end_line, meta.end_column) if not getattr(meta, "empty", True) else (0, 0)
+        return self
+
+
+class _Builder:
+    """Builds AST nodes from the parse tree (one method per rule, called by `_build` with the
+    node's meta and its children, already built); nothing else. Nothing here raises: a string
+    with a bad escape is recorded with `problem` (and `_build` raises once it has seen the whole
+    tree); a node over the nesting limits arrives as None, and then nothing is used."""
 
     def __init__(self, file: str):
-        super().__init__()
         self.file = file
+        self.problems: list[Diagnostic] = []
+
+    def problem(self, d: Diagnostic) -> None:
+        self.problems.append(d)
+
+    def _unquote(self, tok: Token) -> str:
+        try:
+            return unquote(str(tok))
+        except ValueError as e:
+            self.problem(Diagnostic("E001", f"syntax error: {e}", _tok_span(self.file, tok),
+                                    hint=r'a backslash escape is one of \\ \" \n \t \r \xHH \uHHHH '
+                                         r'\UHHHHHHHH \N{NAME}'))
+            return ""
 
     def _s(self, meta) -> Span | None:
         return _span(self.file, meta)
@@ -268,11 +275,17 @@ class _Builder(Transformer_NonRecursive):
     # expressions
     def number(self, meta, c):
         text = str(c[0])
-        value = int(text.lstrip("0") or "0") if text.isdigit() else float(text)
+        if text.isdigit():
+            digits = text.lstrip("0") or "0"
+            # past 64 bits the value is only "too large" (the checker says so, E014): a 5000-digit
+            # literal is not converted (Python refuses), nor is any integer past 20 digits
+            value = int(digits) if len(digits) <= 20 else MAX_INT + 1
+        else:
+            value = float(text)  # 1e400 is inf: the checker reports it (E014)
         return ast.Num(value, self._s(meta), text)
 
     def string(self, meta, c):
-        return ast.Str(unquote(str(c[0])), self._s(meta))
+        return ast.Str(self._unquote(c[0]), self._s(meta))
 
     def true(self, meta, c):
         return ast.Bool(True, self._s(meta))
@@ -307,7 +320,7 @@ class _Builder(Transformer_NonRecursive):
 
     def on(self, meta, c):
         tok = c[0]
-        return ("on", ast.Str(unquote(str(tok)), _tok_span(self.file, tok)))
+        return ("on", ast.Str(self._unquote(tok), _tok_span(self.file, tok)))
 
     def args(self, meta, c):
         items = [x for x in c if x is not None]
@@ -326,23 +339,32 @@ class _Builder(Transformer_NonRecursive):
         return ast.Param(str(c[0]), c[1], _tok_span(self.file, c[0]))
 
     def body(self, meta, c):
-        return tuple(c)
+        return _Body(c, meta)
+
+    train_body = body
+
+    def _braced(self, meta, body: _Body) -> Span | None:
+        """A braced construct's span: from its first word to its closing brace (the meta's end
+        is the start of the next statement: the statement's newlines belong to it)."""
+        if getattr(meta, "empty", True):
+            return None
+        return Span(self.file, meta.line, meta.column, *body.end)
 
     def block_def(self, meta, c):
         params = tuple(p for p in c[1:-1] if p is not None)
-        return ast.Block(str(c[0]), params, c[-1], self._s(meta))
+        return ast.Block(str(c[0]), params, tuple(c[-1]), self._braced(meta, c[-1]))
 
     def model_def(self, meta, c):
-        return ast.Model(str(c[0]), c[1], self._s(meta))
+        return ast.Model(str(c[0]), tuple(c[1]), self._braced(meta, c[1]))
 
     def input_stmt(self, meta, c):
         return ast.Input(str(c[0]), c[1], _tok_span(self.file, c[0]))
 
     def scope_stmt(self, meta, c):
-        return ast.Scope(str(c[0]), c[1], self._s(meta))
+        return ast.Scope(str(c[0]), tuple(c[1]), self._braced(meta, c[1]))
 
     def repeat_stmt(self, meta, c):
-        return ast.Repeat(c[0], c[1], self._s(meta))
+        return ast.Repeat(c[0], tuple(c[1]), self._braced(meta, c[1]))
 
     def layer_stmt(self, meta, c):
         kind, name, args = c
@@ -362,7 +384,7 @@ class _Builder(Transformer_NonRecursive):
         return ast.Setting(str(key), value, kwargs, ons[-1] if ons else None, _tok_span(self.file, key))
 
     def train_def(self, meta, c):
-        return ast.Train(tuple(c), self._s(meta))
+        return ast.Train(tuple(c[0]), self._braced(meta, c[0]))
 
     def start(self, meta, c):
         return list(c)

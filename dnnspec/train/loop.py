@@ -93,6 +93,8 @@ class Trainer:
         self.cache_report: str | None = None
         # the epoch of the last update whose optimizer slots are not checked yet (see check_finite)
         self._unchecked_epoch: int | None = None
+        self.sums_finite = True  # set by train_step: the flat buffers' sums are finite
+        self._slot_buffers: list[np.ndarray] | None = None
 
     # ------------------------------------------------------------ training
     def fit(self, train: XY, val: XY | None = None, epochs: int | None = None, batch: int | None = None) -> list[dict]:
@@ -137,7 +139,8 @@ class Trainer:
                 self._unchecked_epoch = epoch
                 if not math.isfinite(loss):
                     raise self._diverged(epoch, f"the loss became {_spell(loss)}")
-                self.check_finite(epoch)
+                if not self.sums_finite:  # a NaN/Inf somewhere (or a sum that merely overflowed)
+                    self.check_finite(epoch)
                 pos.loss_sum += loss * m
                 if right is None:
                     pos.has_acc = False
@@ -168,18 +171,23 @@ class Trainer:
 
     # ------------------------------------------------------------ divergence
     def check_finite(self, epoch: int, full: bool = False) -> None:
-        """Raise `Diverged` naming the first non-finite variable.
+        """Raise `Diverged` naming the first non-finite variable (in the plan's order).
 
-        The per-step check is one summation over each flat buffer (theta: every trainable
-        weight; fixed: frozen weights and moving statistics), no allocation: a NaN or Inf makes
-        the sum non-finite. Only then (or when the sum merely overflowed) are the variables
-        looked at one by one. `full` adds the optimizer slots and the averaged weights (a
-        second-moment slot can overflow to Inf while the weights stay finite)."""
-        plan = self.plan
-        with np.errstate(over="ignore", invalid="ignore"):
-            quick = all(math.isfinite(np.add.reduce(buf)) for buf in (plan.theta, plan.fixed) if buf.size)
-        if quick and not full:
-            return
+        Every step, `train_step` sums each flat buffer (theta: every trainable weight; fixed:
+        frozen weights and moving statistics) into `sums_finite`; only when that fails does the
+        loop call this, to name the variable (or to find that a sum of finite values merely
+        overflowed). `full` (the end of an epoch, a checkpoint being captured) adds the optimizer
+        slots and the averaged weights, checked directly: a second-moment slot can overflow to Inf
+        while the weights stay finite (its updates become 0)."""
+        if full:
+            up = self.updater
+            if self._slot_buffers is None:
+                self._slot_buffers = [up.state[s] for s in up.optimizer.slots]
+            extra = self._slot_buffers + ([up.average] if up.averaged and up.average is not None else [])
+            # theta and fixed passed the last step's sums (the loop stops otherwise)
+            if self.sums_finite and all(np.isfinite(b).all() for b in extra):
+                self._unchecked_epoch = None
+                return
         for name, value in self._checked_arrays(full):
             if not np.isfinite(value).all():
                 raise self._diverged(epoch, _became(name, value))
@@ -274,6 +282,11 @@ class Trainer:
             else:
                 loss = loss_and_gradient()
                 up.step(epoch)
+            # the divergence check's per-step part: one sum over each flat buffer (a NaN or Inf
+            # anywhere makes it non-finite), no allocation, inside this errstate (an Inf - Inf
+            # or an overflowing sum stays quiet); `check_finite` then names the variable
+            self.sums_finite = (math.isfinite(np.add.reduce(plan.theta))
+                                and (not plan.fixed.size or math.isfinite(np.add.reduce(plan.fixed))))
         right = first[0]
         return loss, None if right is None else right / answers_per_row(plan, z_rows(plan, x, start_op))
 

@@ -2,6 +2,13 @@
 rule (per run of variables sharing a learning-rate multiplier), constraints, weight averaging.
 Slots are flat buffers too; per-variable views key them by scoped name.
 
+The element-wise parts (the update rule, clipping by value, averaging) run over L2-sized chunks
+of the flat buffers, every pass of the rule over one chunk before the next chunk, on the
+element-wise pool of `parallel` (the caller alone when it has one thread). Element-wise
+arithmetic does not depend on the cut: the result is the same bits as one call over the whole
+buffer, with any number of threads. Clipping by norm (a BLAS dot), penalties and constraints
+(per-variable reductions) stay whole.
+
 The updater owns the step counter `t` (updates done); the run state (`dnnspec.runstate`) saves
 and restores it together with the slots and `state_dict()`'s parts."""
 
@@ -14,6 +21,7 @@ import numpy as np
 from ..optim import momentum_attribute
 from ..plan import Plan
 from ..program import TrainConfig
+from . import parallel
 from .rate import LearningRate
 
 
@@ -34,6 +42,29 @@ class Updater:
         self._scratch = np.empty(n, plan.dtype) if cfg.average else None
         self.closure_based = getattr(self.optimizer, "closure_based", False)
         self.t = 0  # updates done
+        self.chunk = parallel.chunk_size(3 + len(self.state))  # p, g, one spare + slots and scratch
+        self._items: list | None = None  # per-chunk views, built on first use
+        self._items_threads = 0
+        self._lr = 0.0  # the rate of the update in progress, read by _update_chunk
+        # the thread configuration a fit chose or was given (parallel.choose): part of the run
+        # state, so a resumed run uses the BLAS thread count whose rounding it continues
+        self.threads: parallel.ThreadConfig | None = None
+        self._clip = 0.0
+
+    def _chunk_items(self) -> list[tuple]:
+        """(theta, grad, state views, lr multiplier, start, stop) per chunk of each segment: views
+        into buffers allocated once, so a step builds no arrays. Rebuilt when the pool's size
+        changes: chunks of at most `self.chunk` elements, as many per thread."""
+        threads = parallel.pool().threads
+        if self._items is None or self._items_threads != threads:
+            theta, grad = self.plan.theta, self.plan.grad
+            self._items = [(theta[a:b], grad[a:b], {k: v[a:b] for k, v in self.state.items()}, mult, a, b)
+                           for s, e, mult in self.segments
+                           for a, b in parallel.chunks(s, e, parallel.balanced(e - s, threads, self.chunk))]
+            size = parallel.balanced(theta.size, threads, self.chunk)
+            self._all = [(theta[a:b], grad[a:b], {}, 1.0, a, b) for a, b in parallel.chunks(0, theta.size, size)]
+            self._items_threads = threads
+        return self._items
 
     def _segments(self) -> list[tuple[int, int, float]]:
         """(start, stop, lr multiplier) runs over theta; one run when no lr_mult is set."""
@@ -65,11 +96,15 @@ class Updater:
         plan = self.plan
         self.add_penalty_gradients()
         if self.cfg.clip_value is not None:
-            np.clip(plan.grad, -self.cfg.clip_value, self.cfg.clip_value, out=plan.grad)
+            self._chunk_items()
+            self._clip = float(self.cfg.clip_value)
+            parallel.pool().run(self._clip_chunk, self._all)
         if self.cfg.clip_norm is not None:
             norm = math.sqrt(float(np.dot(plan.grad, plan.grad)))
             if norm > self.cfg.clip_norm:
-                plan.grad *= self.cfg.clip_norm / norm
+                self._chunk_items()
+                self._clip = self.cfg.clip_norm / norm
+                parallel.pool().run(self._scale_chunk, self._all)
 
     def _begin_update(self, epoch: int) -> float:
         """The rate (and any scheduled momentum) of the next update; counts it."""
@@ -83,13 +118,22 @@ class Updater:
 
     def step(self, epoch: int) -> None:
         """One update from the gradient in plan.grad."""
-        plan = self.plan
         self.finish_gradient()
-        lr = self._begin_update(epoch)
-        for a, b, mult in self.segments:
-            state = {k: v[a:b] for k, v in self.state.items()} if (a, b) != (0, plan.theta.size) else self.state
-            self.optimizer.update(plan.theta[a:b], plan.grad[a:b], state, lr * mult, self.t)
+        self._lr = self._begin_update(epoch)
+        self.optimizer.prepare(self.t)
+        parallel.pool().run(self._update_chunk, self._chunk_items())
         self._after_update(epoch)
+
+    def _update_chunk(self, item: tuple) -> None:
+        p, g, state, mult, _, _ = item
+        self.optimizer.update(p, g, state, self._lr * mult, self.t)
+
+    def _scale_chunk(self, item: tuple) -> None:
+        item[1].__imul__(self._clip)  # grad *= clip_norm / norm
+
+    def _clip_chunk(self, item: tuple) -> None:
+        g = item[1]
+        np.clip(g, -self._clip, self._clip, out=g)
 
     def step_with_closure(self, epoch: int, closure) -> float:
         """One update of an optimizer that re-evaluates the loss (L-BFGS); returns the first loss."""
@@ -106,19 +150,24 @@ class Updater:
             self._fold_average()
 
     def _fold_average(self) -> None:
-        theta, avg = self.plan.theta, self.average
+        self._chunk_items()
         self.averaged += 1
+        parallel.pool().run(self._average_chunk, self._all)
+
+    def _average_chunk(self, item: tuple) -> None:
+        theta, a, b = item[0], item[4], item[5]
+        avg, scratch = self.average[a:b], self._scratch[a:b]
         if self.averaged == 1:
             np.copyto(avg, theta)
         elif self.cfg.average == "ema":  # avg = d·avg + (1-d)·theta
             d = self.cfg.average_decay
             avg *= d
-            np.multiply(theta, 1.0 - d, out=self._scratch)
-            avg += self._scratch
+            np.multiply(theta, 1.0 - d, out=scratch)
+            avg += scratch
         else:  # Polyak: the running mean of every iterate so far, avg += (theta - avg)/n
-            np.subtract(theta, avg, out=self._scratch)
-            self._scratch *= 1.0 / self.averaged
-            avg += self._scratch
+            np.subtract(theta, avg, out=scratch)
+            scratch *= 1.0 / self.averaged
+            avg += scratch
 
     def slot_views(self) -> dict[str, dict[str, np.ndarray]]:
         """slot -> variable name -> view; what a checkpoint stores."""
@@ -133,6 +182,8 @@ class Updater:
         """(JSON-able scalars, arrays) besides `t` and the slots: averaging, the schedule's
         state, and an optimizer's internal state (L-BFGS history)."""
         scalars = {"averaged": self.averaged, "schedule": self.rate.state_dict()}
+        if self.threads is not None:
+            scalars["threads"] = {"blas": self.threads.blas, "pool": self.threads.pool}
         arrays = {"average": self.average} if self.averaged else {}
         if hasattr(self.optimizer, "state_dict"):
             opt_scalars, opt_arrays = self.optimizer.state_dict()
@@ -143,6 +194,9 @@ class Updater:
     def load_state_dict(self, scalars: dict, arrays: dict[str, np.ndarray]) -> None:
         self.rate.load_state_dict(scalars.get("schedule", {}))
         self.averaged = int(scalars.get("averaged", 0))
+        threads = scalars.get("threads")
+        if isinstance(threads, dict):
+            self.threads = parallel.ThreadConfig(int(threads["blas"]), int(threads["pool"]))
         if self.average is not None and "average" in arrays:
             self.average[...] = arrays["average"]
         if "optimizer_state" in scalars and hasattr(self.optimizer, "load_state_dict"):

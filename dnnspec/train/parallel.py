@@ -1,0 +1,446 @@
+"""Threads for the runtime: a persistent pool for the element-wise passes over the flat buffers,
+the BLAS's own threads, and the automatic choice between them at the start of a fit.
+
+Element-wise work (the optimizer update, gradient clipping by value, weight averaging) runs over
+contiguous chunks sized to stay in the L2 cache while every pass of the update runs over the
+chunk (`chunk_size`); the chunks go to a `Pool` of threads (NumPy releases the GIL inside a ufunc
+on a large array), the calling thread working too. Element-wise arithmetic does not depend on
+how an array is cut, so the result is the same bits with any number of threads and any chunk
+size. GEMMs run on the BLAS's threads (OpenBLAS), set with threadpoolctl.
+
+A configuration is `ThreadConfig(blas, pool)`. `choose(trainer, x, y, batch)` picks one when a fit
+starts: unless `force_threads` fixed it (`dnnspec run --threads N`), it times a few training
+steps of each candidate on a copy of the model (a separate plan and updater, so the run's
+weights, optimizer state, step counter and random streams are untouched) and keeps the fastest,
+preferring fewer threads unless more are clearly faster; a small model, a short fit or a
+one-core machine gets one thread without trials. It returns a line the loop can log.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+# ------------------------------------------------------------------ the machine
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def env_threads() -> int | None:
+    """The thread count the environment asks for (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or
+    MKL_NUM_THREADS, the smallest set; `dnnspec sweep` sets them per trial), or None."""
+    found = []
+    for key in THREAD_ENV:
+        try:
+            found.append(int(os.environ[key].split(",")[0]))
+        except (KeyError, ValueError):
+            pass
+    return max(1, min(found)) if found else None
+
+
+def l2_bytes() -> int:
+    """The per-core L2 cache size in bytes (Linux sysfs; 1 MiB when it cannot be read)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            path = os.path.join(base, entry)
+            with open(os.path.join(path, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(path, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            return int(text.rstrip("KMG")) * scale
+    except (OSError, ValueError):
+        pass
+    return 2**20
+
+
+def chunk_size(arrays: int = 6, itemsize: int = 4) -> int:
+    """The largest chunk of an element-wise update that touches `arrays` buffers (Adam: parameters,
+    gradient, two slots, scratch, and one to spare) whose pieces fit in the L2 cache together: a
+    power of two between 16 Ki and 256 Ki elements. Measured here (2 MiB L2, Adam over 1.2 M
+    parameters): 64-128 Ki are fastest on one thread and on two; 16 Ki and less lose on two
+    threads, where each thread holds the GIL for ~1 µs per NumPy call between the calls' loops."""
+    n = l2_bytes() // (max(arrays, 1) * itemsize)
+    return 1 << max(14, min(18, int(math.log2(max(n, 1)))))
+
+
+def balanced(size: int, threads: int, largest: int) -> int:
+    """A chunk size no larger than `largest` that cuts `size` elements into a multiple of `threads`
+    equal chunks (so no thread waits for one that has a chunk more)."""
+    if size <= 0:
+        return largest
+    rounds = -(-size // (threads * largest))
+    return max(1, -(-size // (threads * rounds)))
+
+
+def chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) cut into contiguous pieces of `size` (the last may be shorter, never empty
+    unless the range is)."""
+    return [(a, min(a + size, stop)) for a in range(start, stop, size)]
+
+
+# ------------------------------------------------------------------ the pool
+
+
+class Pool:
+    """`threads - 1` persistent worker threads plus the caller.
+
+    `run(fn, items)` calls `fn(item)` for every item and returns when all are done. Threads take
+    the next item as they become free, the caller too, and the caller waits only for items another
+    thread has started: a worker that the OS has not scheduled yet (a busy machine) costs the step
+    nothing but its share of the work, done by the caller instead. Workers sleep on a condition
+    between calls: they never spin. An exception in `fn` is raised in the caller once no item is
+    running. Calls from two threads at once, or from inside `fn`, run serially in the caller."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, int(threads))
+        self._busy = threading.Lock()  # one run at a time
+        self._lock = threading.Lock()  # guards the job's counters
+        self._wake = threading.Condition(threading.Lock())
+        self._done = threading.Event()
+        self._gen = 0  # job number: a worker that wakes late never takes an item of a later job
+        self._fn = None
+        self._items: list = []
+        self._next = 0
+        self._running = 0  # items started and not finished
+        self._error: BaseException | None = None
+        self._closed = False
+        self._workers = [threading.Thread(target=self._work, name=f"dnnspec-pool-{i + 1}", daemon=True)
+                         for i in range(self.threads - 1)]
+        for w in self._workers:
+            w.start()
+
+    def _drain(self, gen: int) -> None:
+        lock = self._lock
+        while True:
+            with lock:
+                if gen != self._gen or self._next >= len(self._items):
+                    return
+                i, fn, item = self._next, self._fn, self._items[self._next]
+                self._next = i + 1
+                self._running += 1
+            try:
+                fn(item)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
+                with lock:
+                    if self._error is None:
+                        self._error = e
+                    self._next = len(self._items)  # nobody starts another item
+            with lock:
+                self._running -= 1
+                if self._running == 0 and self._next >= len(self._items):
+                    self._done.set()
+
+    def _work(self) -> None:
+        seen = 0
+        while True:
+            with self._wake:
+                while self._gen == seen and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                seen = self._gen
+            self._drain(seen)
+
+    def run(self, fn, items) -> None:
+        if self.threads == 1 or len(items) <= 1 or not self._busy.acquire(blocking=False):
+            for item in items:
+                fn(item)
+            return
+        try:
+            with self._lock:
+                self._fn, self._items, self._next, self._running, self._error = fn, items, 0, 0, None
+                self._done.clear()
+            with self._wake:
+                self._gen += 1
+                gen = self._gen
+                self._wake.notify(min(len(items) - 1, len(self._workers)))
+            self._drain(gen)
+            with self._lock:  # every item is taken; wait only for those still running elsewhere
+                if self._running == 0:
+                    self._done.set()
+            self._done.wait()
+            with self._lock:
+                error, self._fn, self._items, self._error = self._error, None, [], None
+                self._gen += 1  # a worker still waking up finds no job
+            if error is not None:
+                raise error
+        finally:
+            self._busy.release()
+
+    def close(self) -> None:
+        """Stop the workers (the pool then runs everything in the caller)."""
+        with self._busy:
+            with self._wake:
+                self._closed = True
+                self._wake.notify_all()
+            for w in self._workers:
+                w.join()
+            self._workers = []
+            self.threads = 1
+
+
+# ------------------------------------------------------------------ the configuration
+
+
+@dataclass(frozen=True)
+class ThreadConfig:
+    """BLAS threads for the GEMMs, pool threads (the caller included) for the element-wise passes."""
+
+    blas: int
+    pool: int
+
+    def __str__(self) -> str:
+        return f"BLAS {self.blas} thread{'s' if self.blas != 1 else ''}, element-wise {self.pool}"
+
+    @property
+    def short(self) -> str:
+        return f"{self.blas}x{self.pool}"
+
+
+_lock = threading.Lock()
+_pools: dict[int, Pool] = {1: Pool(1)}  # by size: switching back and forth starts no threads
+_pool = _pools[1]
+_config: ThreadConfig | None = None  # what configure() last set (None: nothing set yet)
+_forced: ThreadConfig | None = None  # set by force_threads: choose() does not override it
+_controller = None
+
+
+def _blas_controller():
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def blas_threads() -> int | None:
+    """The BLAS's current thread count (None when no BLAS is found)."""
+    libs = [lib for lib in _blas_controller().info() if lib.get("user_api") == "blas"]
+    return max(lib["num_threads"] for lib in libs) if libs else None
+
+
+def pool() -> Pool:
+    """The process's element-wise pool (one thread until a configuration says otherwise)."""
+    return _pool
+
+
+def configure(config: ThreadConfig) -> ThreadConfig:
+    """Set the BLAS's threads and the pool's size, process-wide. The BLAS setting is applied every
+    time (a few µs), since other code may have changed it meanwhile (threadpoolctl)."""
+    global _pool, _config
+    with _lock:
+        _blas_controller().limit(limits=config.blas, user_api="blas")
+        if config.pool not in _pools:
+            _pools[config.pool] = Pool(config.pool)
+        _pool = _pools[config.pool]
+        _config = config
+    return config
+
+
+def current() -> ThreadConfig:
+    """The configuration in force (the BLAS's own thread count until something is configured)."""
+    return _config or ThreadConfig(blas_threads() or 1, _pool.threads)
+
+
+def force_threads(n: int | ThreadConfig | None) -> ThreadConfig | None:
+    """Fix the configuration for every later fit (`dnnspec run --threads N`: N BLAS threads and N
+    element-wise threads); None goes back to the automatic choice."""
+    global _forced
+    if n is None:
+        _forced = None
+        return None
+    config = n if isinstance(n, ThreadConfig) else ThreadConfig(int(n), int(n))
+    if config.blas < 1 or config.pool < 1:
+        raise ValueError(f"threads must be at least 1, got {config}")
+    _forced = config
+    return configure(config)
+
+
+def forced() -> ThreadConfig | None:
+    return _forced
+
+
+def _reset_after_fork() -> None:  # a forked child has none of the parent's worker threads
+    global _pool, _pools, _lock, _config
+    _lock = threading.Lock()
+    _pools = {1: Pool(1)}
+    _pool = _pools[1]
+    _config = None  # the BLAS setting is inherited; the next configure() sets it again
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# ------------------------------------------------------------------ the automatic choice
+
+# Below this many FLOPs per training step (6 per weight per example), threads cost more than they
+# save: such a fit runs on one thread without trials.
+MIN_WORK_FLOPS = 3e7
+TUNING_SHARE = 0.1  # the trials may cost at most this share of the fit's steps ...
+LONG_FIT_STEPS = 5000  # ... unless the fit has at least this many steps
+MARGIN = 0.05  # more threads must be this much faster to be chosen
+BLAS_MARGIN = 0.05  # extra BLAS threads (which spin, and stall on a busy machine) must beat one BLAS thread by this
+
+
+def candidates(cores: int) -> list[ThreadConfig]:
+    """One thread; for t = 2, 4, 8, ... and all cores, one BLAS thread with t element-wise threads
+    and t of each; all cores for the BLAS alone (the BLAS's own default)."""
+    counts = sorted({2**i for i in range(1, int(math.log2(max(cores, 1))) + 1)} | {cores} - {1})
+    out = [ThreadConfig(1, 1)]
+    for t in counts:
+        out += [ThreadConfig(1, t), ThreadConfig(t, t)]
+    if cores > 1:
+        out.append(ThreadConfig(cores, 1))
+    return out
+
+
+def pick(times: dict[ThreadConfig, float]) -> ThreadConfig:
+    """Extra BLAS threads (which spin after each call, and stall on a busy machine) only when
+    BLAS_MARGIN faster than the best one-BLAS-thread configuration; then, of those left, the one
+    with the fewest threads within MARGIN of the fastest."""
+    single = [t for c, t in times.items() if c.blas == 1]
+    bar = min(single) * (1 - BLAS_MARGIN) if single else math.inf
+    eligible = {c: t for c, t in times.items() if c.blas == 1 or t <= bar}
+    best = min(eligible.values())
+    return next(c for c in sorted(eligible, key=lambda c: (c.blas + c.pool, c.blas)) if eligible[c] <= best * (1 + MARGIN))
+
+
+def step_flops(plan, batch: int) -> float:
+    return 6.0 * plan.theta.size * batch
+
+
+def choose(trainer, x: np.ndarray, y: np.ndarray, batch: int, start_op: int = 0,
+           steps_planned: int | None = None, rounds: int = 3, trial_seconds: float = 0.05,
+           retime: bool = False) -> str:
+    """Set the thread configuration for a fit of `trainer` on batches of `batch` rows of (x, y),
+    record it in the updater (`updater.threads`, part of the run state) and return a line saying
+    which and why.
+
+    A configuration fixed by `force_threads` wins. A configuration already recorded (an earlier
+    fit of the model, or the checkpoint a run resumes) is kept, so a resumed run uses the BLAS
+    thread count of the run it continues, and later fits do not time again. Otherwise: one thread
+    on one core, for a step under MIN_WORK_FLOPS, or for a fit too short to pay for the trials
+    (not recorded); else the timed choice (`timed_choice`, recorded). `retime` times again.
+    A thread count in the environment (OPENBLAS_NUM_THREADS, ...) caps every candidate."""
+    up = trainer.updater
+    if _forced is not None:
+        up.threads = configure(_forced)
+        return f"threads: {_forced} (set by --threads)"
+    cores, cap = usable_cores(), env_threads()
+    if cap is not None and cap < cores:  # the environment's thread count is a ceiling for both
+        cores = cap
+    flops = step_flops(trainer.plan, batch)
+    serial = ThreadConfig(1, 1)
+    cands = candidates(cores)
+    min_trial_steps = rounds * len(cands) * 2
+    if cores == 1:
+        config, why = serial, "the environment sets one thread" if cap == 1 else "one core"
+    elif flops < MIN_WORK_FLOPS:
+        config, why = serial, f"a step is {flops / 1e6:.0f} MFLOP: too small to gain from threads"
+    elif steps_planned is not None and steps_planned * TUNING_SHARE < min_trial_steps and steps_planned < LONG_FIT_STEPS:
+        config, why = serial, f"{steps_planned} steps: too short a fit to time configurations"
+    else:
+        config, why = None, ""
+    kept = up.threads
+    if kept is not None and not retime and kept.blas <= cores and kept.pool <= cores:
+        configure(kept)
+        return f"threads: {kept} (as chosen before in this run)"
+    if config is not None:  # not recorded: a later, longer fit of the model may time
+        configure(config)
+        return f"threads: {config} ({why})"
+    budget = None if steps_planned is None or steps_planned >= LONG_FIT_STEPS else int(steps_planned * TUNING_SHARE)
+    config, why = timed_choice(trainer, x, y, batch, start_op, cands, rounds, trial_seconds, budget)
+    up.threads = configure(config)
+    return f"threads: {config} ({why})"
+
+
+def timed_choice(trainer, x, y, batch, start_op, cands, rounds=3, trial_seconds=0.05,
+                 budget_steps: int | None = None) -> tuple[ThreadConfig, str]:
+    """Time training steps of every candidate on a copy of the trainer, in `rounds` rounds that
+    alternate the order, each candidate one untimed step (threads awake) then k timed ones (k
+    steps take about `trial_seconds`, within `budget_steps` in all); the median of the rounds;
+    `pick`. A candidate whose first step stalls is judged on it and not tried again; rounds after
+    the first stop at a deadline. Returns (configuration, how it was found)."""
+    tick = time.perf_counter()
+    copy = _copy_trainer(trainer)
+    rows = min(batch, len(x))
+    xb, yb = np.ascontiguousarray(x[:rows]), np.ascontiguousarray(y[:rows])
+
+    def step():
+        copy.train_step(xb, yb, 0, start_op)
+
+    configure(ThreadConfig(1, 1))
+    step()  # buffers touched, caches warm
+    t0 = time.perf_counter()
+    step()
+    serial = max(time.perf_counter() - t0, 1e-6)
+    k = max(1, math.ceil(trial_seconds / serial))
+    if budget_steps is not None:
+        k = max(1, min(k, budget_steps // (rounds * len(cands)) - 1))
+    k = min(k, 20)
+    # a configuration that stalls (two BLAS threads on a busy machine: 10-100x slower steps) is
+    # judged on its first step, so the trials never cost more than a few serial steps' time each
+    stall = max(10 * serial, 0.05)
+    deadline = tick + max(2.0, rounds * len(cands) * (k + 1) * serial * 3)
+    samples: dict[ThreadConfig, list[float]] = {c: [] for c in cands}
+    stalled: set[ThreadConfig] = set()
+    for r in range(rounds):
+        if r and time.perf_counter() > deadline:
+            break
+        for c in (cands if r % 2 == 0 else cands[::-1]):  # alternate the order: drifts cancel
+            if c in stalled:
+                continue
+            configure(c)
+            t0 = time.perf_counter()
+            step()  # threads awake
+            first = time.perf_counter() - t0
+            if first > stall:  # judged on this step, not tried again
+                samples[c].append(first)
+                stalled.add(c)
+                continue
+            t0 = time.perf_counter()
+            for _ in range(k):
+                step()
+            samples[c].append((time.perf_counter() - t0) / k)
+    times = {c: sorted(s)[len(s) // 2] for c, s in samples.items()}
+    config = pick(times)
+    listing = ", ".join(f"{c.short} {1e3 * t:.1f}" for c, t in sorted(times.items(), key=lambda kv: kv[1]))
+    return config, (f"timed {len(cands)} configurations in {time.perf_counter() - tick:.2f} s, ms per step "
+                    f"(BLASxelement-wise): {listing}")
+
+
+def _copy_trainer(trainer):
+    """A trainer over a fresh plan of the same program holding the same weights and slots: steps
+    on it leave the original's weights, optimizer state, step counter and random streams as they were."""
+    from ..plan import Plan
+    from .loop import Trainer
+
+    plan = Plan(trainer.plan.program, trainer.plan.dtype)
+    plan.theta[...] = trainer.plan.theta
+    plan.fixed[...] = trainer.plan.fixed
+    plan.seed_ops(0)
+    copy = Trainer(plan)
+    up, src = copy.updater, trainer.updater
+    for k in up.optimizer.slots:
+        up.state[k][...] = src.state[k]
+    up.t = src.t
+    return copy
