@@ -651,7 +651,7 @@ def report_text(reports: list[dict]) -> str:
 
 
 def report_json(spec: str, reports: list[dict]) -> dict:
-    """Every number, without the raw activation samples."""
+    """Every number, without the raw activation samples (a non-finite one as null)."""
 
     def clean(phase: dict) -> dict:
         return {**phase, "layers": [{k: v for k, v in r.items() if not k.startswith("_")} for r in phase["layers"]],
@@ -664,7 +664,19 @@ def report_json(spec: str, reports: list[dict]) -> dict:
         if "after" in rep:
             item["after"] = clean(rep["after"])
         out.append(item)
-    return {"spec": spec, "saturation_tol": SATURATION_TOL, "update_rule": UPDATE_RULE, "variations": out}
+    return _json_safe({"spec": spec, "saturation_tol": SATURATION_TOL, "update_rule": UPDATE_RULE,
+                       "variations": out})
+
+
+def _json_safe(obj):
+    """NaN and infinities (a diverging variation) as null: strict JSON has no spelling for them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------- during training

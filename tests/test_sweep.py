@@ -344,6 +344,10 @@ def test_ensemble_prints_what_eval_prints(baseline, tmp_path):
     evaluated = runner.invoke(main, args)
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout) == ens
+    via_manifest = runner.invoke(main, ["eval", QUICKSTART, "--set", "data.samples=600", "--json",
+                                        "-c", str(tmp_path / "e.json")])  # eval takes the manifest itself
+    assert via_manifest.exit_code == 0, via_manifest.output
+    assert json.loads(via_manifest.stdout) == ens
     text = runner.invoke(main, ["ensemble", str(out), "--top", "3", "--split", "test"])
     assert text.exit_code == 0, text.output
     assert "test  accuracy  ensemble" in text.stdout and f"best single ({ranked[0]['trial']})" in text.stdout

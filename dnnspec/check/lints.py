@@ -12,7 +12,10 @@ import math
 import re
 from dataclasses import dataclass
 
+from functools import lru_cache
+
 from ..errors import Diagnostics, Span, UserError
+from ..init import TRUNCATED_STD, Constant, Normal, Ones, TruncatedNormal, Uniform, VarianceScaling, Zeros
 from ..optim import momentum_attribute
 
 SATURATING = {"sigmoid", "tanh", "softsign", "hard_sigmoid"}
@@ -147,36 +150,45 @@ class _Kernel:
     """A layer with a kernel, what its init is, and the nonlinearity that follows it."""
 
     op: object  # OpSpec
-    name: str  # the kernel variable
     init: object  # the initializer instance
-    init_text: str  # as the spec (or init=auto) resolved it: "normal(stddev=1.0)"
     shape: tuple
     activation: str | None  # the first activation after it, before the next kernel
     batchnorm: bool  # a batch norm between the kernel and that activation (the init's scale is moot)
     hidden: bool  # another kernel follows (not the output layer)
     fixed: bool  # frozen, or filled by a `reuse` line: its init does not matter
 
+    @property
+    def init_text(self) -> str:
+        """The init as the spec (or init=auto) resolved it: normal(stddev=1)."""
+        c = self.op.component.kwargs.get("init")
+        return component_text(c) if c is not None else repr(self.init)
+
 
 def _kernels(program) -> list[_Kernel]:
+    """One pass over the ops (a spec may have 100,000 of them): no op is built."""
+    from ..ops.base import LAYERS
+
     ops = program.ops
     kernel_ops = [i for i, op in enumerate(ops) if "kernel" in op.variables]
+    own_nonlinearity: dict[str, bool] = {}
     out = []
     for pos, i in enumerate(kernel_ops):
         op = ops[i]
         var = op.variables["kernel"]
         stop = kernel_ops[pos + 1] if pos + 1 < len(kernel_ops) else len(ops)
         activation, bn = None, False
-        if getattr(op.build(), "takes_activation", True):  # maxout is its own nonlinearity
+        if op.kind not in own_nonlinearity:
+            cls = LAYERS.get(op.kind).cls if op.kind in LAYERS else None
+            own_nonlinearity[op.kind] = not getattr(cls, "takes_activation", True)  # maxout
+        if not own_nonlinearity[op.kind]:
             for j in range(i + 1, stop):
                 if ops[j].kind == "batchnorm":
                     bn = True
                 elif ops[j].component.kind == "activation":
                     activation = ops[j].kind
                     break
-        name = f"{op.name}/kernel"
-        init_c = op.component.kwargs.get("init")
-        out.append(_Kernel(op, name, var.init, component_text(init_c) if init_c is not None else repr(var.init),
-                           tuple(var.shape), activation, bn, pos + 1 < len(kernel_ops), _fixed(program, name)))
+        out.append(_Kernel(op, var.init, tuple(var.shape), activation, bn, pos + 1 < len(kernel_ops),
+                           _fixed(program, f"{op.name}/kernel")))
     return out
 
 
@@ -221,8 +233,6 @@ def _fans(shape: tuple) -> tuple[int, int]:
 
 def _constant(init) -> float | None:
     """The value of a constant initializer (zeros, ones, constant), else None."""
-    from ..init import Constant, Ones, Zeros
-
     if isinstance(init, Zeros):
         return 0.0
     if isinstance(init, Ones):
@@ -234,8 +244,6 @@ def _constant(init) -> float | None:
 
 def _fixed_scale_std(init) -> float | None:
     """The std of an initializer whose scale does not depend on the layer's fans."""
-    from ..init import TRUNCATED_STD, Normal, TruncatedNormal, Uniform
-
     if isinstance(init, Normal):
         return init.stddev
     if isinstance(init, TruncatedNormal):
@@ -247,8 +255,6 @@ def _fixed_scale_std(init) -> float | None:
 
 def _family(init) -> str | None:
     """'he' or 'glorot' for the variance-scaling reductions (and their explicit spellings)."""
-    from ..init import VarianceScaling
-
     if not isinstance(init, VarianceScaling):
         return None
     if init.mode == "fan_in" and math.isclose(init.scale, 2.0):
@@ -258,6 +264,7 @@ def _family(init) -> str | None:
     return None
 
 
+@lru_cache(maxsize=None)
 def _relu_family(kind: str | None) -> bool:
     if kind is None:
         return False
@@ -270,9 +277,17 @@ def _layers_words(ks: list[_Kernel]) -> str:
     return f"'{ks[0].op.layer}'" if len(ks) == 1 else f"{len(ks)} layers (first: '{ks[0].op.layer}')"
 
 
-def constant_hidden_kernel(program, diags: Diagnostics) -> None:
+def initialization(program, diags: Diagnostics) -> None:
+    """W107-W109 over one list of the model's kernels."""
+    ks = _kernels(program)
+    constant_hidden_kernel(program, diags, ks)
+    saturating_large_init(program, diags, ks)
+    mismatched_init(program, diags, ks)
+
+
+def constant_hidden_kernel(program, diags: Diagnostics, ks: list[_Kernel] | None = None) -> None:
     """W107: a hidden layer whose kernel starts constant: its units stay identical."""
-    for k in _kernels(program):
+    for k in _kernels(program) if ks is None else ks:
         value = _constant(k.init) if k.hidden and not k.fixed else None
         if value is not None:
             _warn(program, diags, "W107", f"the kernel of '{k.op.layer}' starts constant ({k.init_text}): all its "
@@ -281,9 +296,9 @@ def constant_hidden_kernel(program, diags: Diagnostics) -> None:
                   hint="use a random init (init=auto picks Glorot or He for the activation)")
 
 
-def saturating_large_init(program, diags: Diagnostics) -> None:
+def saturating_large_init(program, diags: Diagnostics, ks: list[_Kernel] | None = None) -> None:
     """W108: σ=1-like fixed-scale init on a deep sigmoid/tanh stack: saturated units."""
-    sat = [k for k in _kernels(program) if k.hidden and k.activation in SATURATING and not k.batchnorm]
+    sat = [k for k in (_kernels(program) if ks is None else ks) if k.hidden and k.activation in SATURATING and not k.batchnorm]
     if len(sat) < DEEP_SATURATING:
         return
     big = []
@@ -300,9 +315,9 @@ def saturating_large_init(program, diags: Diagnostics) -> None:
               "or batch norm before the activation")
 
 
-def mismatched_init(program, diags: Diagnostics) -> None:
+def mismatched_init(program, diags: Diagnostics, ks: list[_Kernel] | None = None) -> None:
     """W109: He init under sigmoid/tanh; Glorot under a deep ReLU stack."""
-    ks = [k for k in _kernels(program) if k.hidden and not k.batchnorm and not k.fixed]
+    ks = [k for k in (_kernels(program) if ks is None else ks) if k.hidden and not k.batchnorm and not k.fixed]
     he_sat = [k for k in ks if k.activation in SATURATING and _family(k.init) == "he"]
     if he_sat:
         k = he_sat[0]
@@ -448,5 +463,4 @@ def schedule_ends_early(program, diags: Diagnostics) -> None:
 
 
 LINTS = (deep_saturating, softmax_before_loss, dropout_last, bias_before_batchnorm, lbfgs_full_batch,
-         momentum_without_momentum, constant_hidden_kernel, saturating_large_init, mismatched_init,
-         learning_rate_range, adagrad_long, nothing_trainable, schedule_ends_early)
+         momentum_without_momentum, initialization, learning_rate_range, adagrad_long, nothing_trainable, schedule_ends_early)

@@ -181,7 +181,9 @@ def eval_(spec, ckpts, overrides, split, top_k, per_class, as_json):
 
     from .. import api, metrics
     from ..ckpt import hdf5
+    from ..sweep.ensemble import expand_checkpoints
 
+    ckpts = expand_checkpoints(ckpts)  # `-c ensemble.json` (written by `dnnspec ensemble`) lists checkpoints
     model = api.compile_file(spec, overrides, apply_reuse=False)  # no weights needed from `reuse`
     splits = model.load_data()
     names = ["train", "val", "test"] if split == "all" else [split]
