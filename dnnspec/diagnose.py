@@ -69,6 +69,7 @@ class LayerGroup:
     kernel: str | None  # its (first) kernel variable, if trainable
     variables: list[str]  # its trainable variables
     units: int
+    frozen: bool = False  # it has variables, none of them trained
 
 
 def layer_groups(plan: Plan) -> list[LayerGroup]:
@@ -95,6 +96,8 @@ def layer_groups(plan: Plan) -> list[LayerGroup]:
     names = short_names([g.layer for g in groups])
     for g, n in zip(groups, names):
         g.name = n
+        declared = [v for i in g.ops for v in specs[i].variable_names()]
+        g.frozen = bool(declared) and not g.variables
     return groups
 
 
@@ -173,6 +176,7 @@ class _Accumulator:
             std = math.sqrt(max(self.s2[k] / n - mean * mean, 0.0)) if n else None
             row: dict[str, Any] = {
                 "layer": g.layer, "name": g.name, "ops": list(g.kinds), "activation": g.activation, "units": g.units,
+                "frozen": g.frozen,
                 "mean": mean, "std": std,
                 "min": self.lo[k] if n else None, "max": self.hi[k] if n else None,
                 "saturated": self.sat[k] / self.sat_n[k] if self.sat_n[k] else None,
@@ -619,7 +623,7 @@ def table(phase: dict, after: bool = False) -> list[str]:
     rows = [("layer", "ops", "mean", "std", "saturated", "dead", "|grad|", "|grad|/|w|")
             + (("|update|/|w|",) if after else ())]
     for r in phase["layers"]:
-        rows.append((r["name"], "+".join(r["ops"]), _fmt(r["mean"]), _fmt(r["std"]), _pct(r["saturated"]),
+        rows.append((r["name"], "+".join(r["ops"]) + (" (frozen)" if r.get("frozen") else ""), _fmt(r["mean"]), _fmt(r["std"]), _pct(r["saturated"]),
                      _pct(r["dead"]), _fmt(r["grad_norm"], ".2e"), _fmt(r["grad_ratio"], ".2e"))
                     + ((_fmt(r.get("update_ratio"), ".2e"),) if after else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -53,9 +53,12 @@ def _warn(program, allow, shown: set | None = None) -> None:
 @allow_option
 @handle_errors
 def diagnose(spec, overrides, batches, steps, compare, compare_sets, plot_dir, force, as_json, threads, allow):
-    """Per-layer activations and gradients of SPEC on a few real batches, at initialization (and
-    after --steps updates), with a verdict: vanishing or exploding gradients, saturated or dead
-    units, or healthy."""
+    """See inside SPEC: per-layer stats, a verdict.
+
+    Forward and backward on a few real batches of the spec's data, at initialization (and after
+    --steps updates of a copy): activation mean and spread, saturated and dead units, gradient
+    norms, update/weight ratios; the verdict names the layers (vanishing or exploding gradients,
+    saturated or dead units) or says healthy."""
     from .. import diagnose as dg
     from ..check.lints import check_allow
 
@@ -98,8 +101,10 @@ def diagnose(spec, overrides, batches, steps, compare, compare_sets, plot_dir, f
 @click.option("--force", is_flag=True, help="Replace an existing figure.")
 @handle_errors
 def plot(runs, out, metrics, log_y, title, layers, force):
-    """Learning curves of RUNS (metrics logs .jsonl, or checkpoints .h5) on one chart: training and
-    validation loss and accuracy per epoch, and the learning rate, one line per run."""
+    """Draw learning curves of runs on one chart.
+
+    Training and validation loss and accuracy per epoch, and the learning rate, one line per run,
+    with a legend of what differs between their specs; --layers: the per-layer monitor rows."""
     from ..plots import check_figure, layer_curves, learning_curves, load_runs, pyplot, save
 
     pyplot()
@@ -131,8 +136,10 @@ def template_text(template: str, name: str, path: str) -> str:
 @click.option("--force", is_flag=True, help="Replace an existing spec file.")
 @handle_errors
 def new(name, template, out, force):
-    """Write a commented spec NAME.dnn with the default recipe for training deep nets (He init,
-    ELU, batch norm, dropout, Nesterov or Adam, early stopping) that checks cleanly."""
+    """Write a new commented spec from a template.
+
+    NAME.dnn (or -o PATH) with the default recipe for training deep nets (He init, ELU, batch
+    norm, dropout, Nesterov or Adam, early stopping) that checks cleanly."""
     from ..errors import UserError
     from ..fileio import check_output, write_text
 

@@ -174,7 +174,7 @@ class Trainer:
         """Raise `Diverged` naming the first non-finite variable (in the plan's order).
 
         Every step, `train_step` sums each flat buffer (theta: every trainable weight; fixed:
-        frozen weights and moving statistics) into `sums_finite`; only when that fails does the
+        frozen weights and moving statistics: `buffer_sums_finite`); only when that fails does the
         loop call this, to name the variable (or to find that a sum of finite values merely
         overflowed). `full` (the end of an epoch, a checkpoint being captured) adds the optimizer
         slots and the averaged weights, checked directly: a second-moment slot can overflow to Inf
@@ -193,6 +193,14 @@ class Trainer:
                 raise self._diverged(epoch, _became(name, value))
         if full:
             self._unchecked_epoch = None
+
+    def buffer_sums_finite(self) -> bool:
+        """The divergence check's per-step part (train_step calls it, under its errstate): one
+        sum over each flat buffer, theta and fixed; a NaN or Inf anywhere makes a sum
+        non-finite. One pass over the parameters, no allocation."""
+        plan = self.plan
+        return (math.isfinite(np.add.reduce(plan.theta))
+                and (not plan.fixed.size or math.isfinite(np.add.reduce(plan.fixed))))
 
     def _checked_arrays(self, full: bool):
         plan, up = self.plan, self.updater
@@ -282,11 +290,7 @@ class Trainer:
             else:
                 loss = loss_and_gradient()
                 up.step(epoch)
-            # the divergence check's per-step part: one sum over each flat buffer (a NaN or Inf
-            # anywhere makes it non-finite), no allocation, inside this errstate (an Inf - Inf
-            # or an overflowing sum stays quiet); `check_finite` then names the variable
-            self.sums_finite = (math.isfinite(np.add.reduce(plan.theta))
-                                and (not plan.fixed.size or math.isfinite(np.add.reduce(plan.fixed))))
+            self.sums_finite = self.buffer_sums_finite()  # in this errstate: Inf - Inf stays quiet
         right = first[0]
         return loss, None if right is None else right / answers_per_row(plan, z_rows(plan, x, start_op))
 
