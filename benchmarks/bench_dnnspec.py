@@ -119,7 +119,7 @@ def _split_gemms(min_rows: int = 64) -> None:
 def _profile(model, X, y) -> dict:
     """Where one epoch's time goes: GEMMs (np.matmul), the optimizer step (penalties, clipping and
     the chunked update, on the element-wise pool), the loss (softmax-CE forward and backward), the
-    batch gather (np.take), the per-step finiteness check, and the rest (bias adds, activations,
+    batch gather (np.take), the per-step finiteness check (the sums over the flat buffers), and the rest (bias adds, activations,
     masks, metrics, Python)."""
     import dnnspec.ops.layers as layers
     import dnnspec.train.loop as loop
@@ -140,14 +140,15 @@ def _profile(model, X, y) -> dict:
     loop.np.take = timed(real["take"], "gather")
     up.step = timed(up.step, "optimizer")
     loss.forward, loss.backward = timed(loss.forward, "loss"), timed(loss.backward, "loss")
-    trainer.check_finite = timed(trainer.check_finite, "check")
+    check = "buffer_sums_finite" if hasattr(trainer, "buffer_sums_finite") else "check_finite"  # the per-step sums
+    setattr(trainer, check, timed(getattr(trainer, check), "check"))
     try:
         t0 = time.perf_counter()
         history = model.fit(X, y, epochs=1)
         total = time.perf_counter() - t0
     finally:
         layers.np.matmul, loop.np.take = real["matmul"], real["take"]
-        for obj, names in ((up, ["step"]), (loss, ["forward", "backward"]), (trainer, ["check_finite"])):
+        for obj, names in ((up, ["step"]), (loss, ["forward", "backward"]), (trainer, [check])):
             for name in names:
                 del obj.__dict__[name]
     # the epoch's validation-free fit: history seconds is the training steps; the rest is set-up

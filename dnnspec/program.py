@@ -165,6 +165,8 @@ class TrainConfig:
     average_start: int = 0
     clip_norm: float | None = None
     clip_value: float | None = None
+    monitor: str | None = None  # "layers": per-layer statistics in the metrics log
+    monitor_every: int = 100
 
 
 @dataclass
@@ -192,6 +194,8 @@ class Program:
     canonical: str = ""  # the effective spec (after overrides), formatted
     warnings: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # file -> text, for rendering diagnostics
+    allow: list[str] = field(default_factory=list)  # lint codes the spec silences (`allow "W108"`)
+    setting_spans: dict[str, Span | None] = field(default_factory=dict)  # train key -> where it is written
 
     @property
     def output_width(self) -> int:

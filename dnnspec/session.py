@@ -6,7 +6,8 @@ Guarantees (docs/reliability.md): every output is checked before training starts
 not dnnspec's own is never replaced, the folders are writable); one run at a time writes a
 checkpoint (an advisory lock); the metrics log gets an epoch's line only after that epoch's
 checkpoints are on disk; Ctrl-C (or SIGTERM) at any moment ends the run at the next safe point
-with a resumable checkpoint, and a second Ctrl-C abandons a save in progress atomically.
+with a resumable checkpoint, and a second Ctrl-C ends the process at once (a save in progress is abandoned; the
+previous checkpoint stays).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
 import signal
 import threading
 import time
@@ -110,19 +112,26 @@ class Outputs:
 # ---------------------------------------------------------------- signals
 class Interrupts:
     """SIGINT/SIGTERM while training: the first asks the run to stop at the next safe point (a
-    save in progress completes); a second one raises KeyboardInterrupt at once (a save in
-    progress is abandoned atomically: the previous file stays)."""
+    save in progress completes); a second one ends the process at once (exit 130/143) without
+    unwinding: a save in progress is abandoned atomically (its temporary file is cleaned by the
+    next save) and the previous checkpoint stays. Ending at once, rather than raising
+    KeyboardInterrupt, cannot be swallowed by a destructor or a weakref callback."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
-    def __init__(self):
+    def __init__(self, last_good=lambda: None):
         self.received: int | None = None
+        self.last_good = last_good  # -> the path of the last complete checkpoint, for the message
         self._old: dict[int, object] = {}
 
     def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
+        if self.received is None:
+            self.received = signum
+            return
+        path = self.last_good()
+        where = f"; the last complete state is {path}: continue it with --resume {path}" if path else ""
+        os.write(2, f"error: interrupted again: stopped at once{where}\n".encode())
+        os._exit(128 + signum)
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
@@ -184,11 +193,14 @@ def _nothing_to_do(model: Model) -> str | None:
 
 
 # ---------------------------------------------------------------- the job
-def run(model: Model, reporter=None, log=print, resume=None) -> dict:
+def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks=()) -> dict:
     """Train as the spec says, writing checkpoints and the metrics log; returns the final summary.
 
     `resume` is a checkpoint of this spec to continue from (weights, optimizer slots, schedule,
-    early-stopping counters, RNG streams, position inside the epoch, history).
+    early-stopping counters, RNG streams, position inside the epoch, history). `monitor` (a
+    `diagnose.LayerMonitor`) adds per-layer rows to the log every N updates; each of `hooks` (e.g.
+    a TensorBoard writer) gets `epoch_end(logs)` and `layer_stats(step, stats)`, and is closed at
+    the end. They are built by the caller, so nothing here depends on diagnostics.
     """
     start = time.perf_counter()
     program, cfg = model.program, model.program.train
@@ -199,7 +211,8 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
         ckpt = hdf5.load(resume)
         check_resume(model, ckpt, resume, log)
     lock = RunLock(out.lock_path()) if out.lock_path() is not None else contextlib.nullcontext()
-    with lock, Interrupts() as signals:
+    last_good = lambda: str(out.latest) if out.latest is not None and out.latest.is_file() else None  # noqa: E731
+    with lock, Interrupts(last_good) as signals:
         try:
             if ckpt is not None:
                 model.restore(ckpt)
@@ -207,7 +220,11 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
                 if idle:
                     log(idle)
             splits = model.load_data()
-            history = _train(model, splits, out, reporter, signals)
+            try:
+                history = _train(model, splits, out, reporter, signals, monitor, hooks)
+            finally:
+                for hook in hooks:
+                    hook.close()
             es = cfg.early_stopping
             if out.latest is not None and history and (cfg.average or (es is not None and es.restore_best)):
                 model.save(out.latest)  # now holding the restored (or averaged) weights the run ends with
@@ -218,7 +235,7 @@ def run(model: Model, reporter=None, log=print, resume=None) -> dict:
             raise _interrupted(model, out, signals.exit_code, saved=False) from None
 
 
-def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts) -> list[dict]:
+def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts, monitor=None, hooks=()) -> list[dict]:
     """Fit with the saving hooks; a signal stops at the next safe point with the state saved."""
     program, cfg = model.program, model.program.train
     run_id = time.strftime("%Y%m%dT%H%M%S")
@@ -239,10 +256,17 @@ def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts) ->
             out.snapshots.append(model.save(snapshot_path(program, len(out.snapshots) + 1)))
         if out.log is not None:  # after the saves: the log never lists an epoch that is not on disk
             append_line(out.log, json.dumps({"run": run_id, **{k: v for k, v in logs.items() if k != "best"}}))
+        for hook in hooks:
+            hook.epoch_end(logs)
         if signals.received is not None:
             raise _Stop
 
     def on_step(trainer):
+        if monitor is not None and (row := monitor.on_step(trainer)) is not None:
+            if out.log is not None:
+                append_line(out.log, json.dumps({"run": run_id, **row}))
+            for hook in hooks:
+                hook.layer_stats(row["step"], row["layers"])
         if cfg.every_steps and trainer.updater.t % cfg.every_steps == 0:
             save_latest(trainer)
         if signals.received is not None:

@@ -142,6 +142,8 @@ def _assemble(ctx: Context) -> None:
     program.trainable = [s.pattern for s in ctx.top.get("trainable", [])]
     program.reuse = [Reuse(s.value, s.options["scope"], s.options["from"], s.options["to"], s.span)
                      for s in ctx.top.get("reuse", [])]
+    program.allow = [str(s.value).strip().upper() for s in ctx.top.get("allow", [])]
+    program.setting_spans = {k: v[0].span for k, v in ctx.train.items() if v}
     ctx.program = program
 
 
@@ -231,6 +233,12 @@ def data_shape_errors(program: Program, n_features: int, n_classes: int | None, 
 
 
 def _lints(ctx: Context) -> None:
+    from .lints import CODES
+
+    for s in ctx.top.get("allow", []):
+        if str(s.value).strip().upper() not in CODES:
+            ctx.diags.error("E050", f"allow {s.value!r}: no lint has that code", s.span,
+                            hint="codes: " + ", ".join(CODES))
     if ctx.program is not None:
         for lint in LINTS:
             lint(ctx.program, ctx.diags)

@@ -72,6 +72,9 @@ TRAIN_KEYS: dict[str, Key] = {
                    "averaged weights", Choice("ema", "polyak"), None,
                    {"decay": (Float(gt=0, lt=1), 0.999), "start": (Int(ge=0), 0)},
                    option_fields={"decay": "average_decay", "start": "average_start"}),
+    "monitor": Key("record per-layer statistics (activations, dead units, gradient norms) every N updates in "
+                   "the metrics log", Choice("layers"), None, {"every": (Int(ge=1), 100)},
+                   option_fields={"every": "monitor_every"}),
     "clip_norm": Key("clip gradients to this global L2 norm", Float(gt=0), None),
     "clip_value": Key("clip each gradient element to [-v, v]", Float(gt=0), None),
 }
@@ -83,6 +86,7 @@ TOP_KEYS: dict[str, Key] = {
     "reuse": Key("load matching variables from another checkpoint before training", str,
                  options={"scope": (str, ""), "from": (str, ""), "to": (str, "")}, repeat=True),
     "collection": Key("name a list of variables, layers and outputs", None, repeat=True),
+    "allow": Key("silence a lint by its code, e.g. allow \"W108\"", str, repeat=True),
 }
 
 

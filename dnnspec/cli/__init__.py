@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .common import EXIT_RUNTIME, handle_errors, overrides_option, warn
+from .common import EXIT_RUNTIME, allow_option, handle_errors, overrides_option, warn
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
@@ -32,8 +32,13 @@ def main(debug: bool) -> None:
 @click.option("--no-cache", is_flag=True, help="Do not cache the output of frozen layers.")
 @click.option("--threads", type=click.IntRange(1), help="BLAS threads (default: the BLAS's own choice, all cores). "
               "On a machine busy with other work, 1 is often much faster.")
+@click.option("--monitor", "monitor_every", type=click.IntRange(1), metavar="N",
+              help="Add per-layer statistics to the metrics log every N updates (`monitor layers every=N`).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False),
+              help="Also write TensorBoard scalars and per-layer histograms here (the 'tensorboard' extra).")
+@allow_option
 @handle_errors
-def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
+def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads, monitor_every, tensorboard_dir, allow):
     """Train SPEC as it says; write its checkpoint and metrics log."""
     if threads:
         from threadpoolctl import threadpool_limits
@@ -46,7 +51,7 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
     if no_cache:
         overrides = (*overrides, "train.cache_frozen=false")
     model = api.compile_file(spec, overrides, apply_reuse=resume is None)  # a resumed run has its weights
-    warn(model.program)
+    warn(model.program, allow)
     out = sys.stderr if as_json else sys.stdout
     for arg in reuses:
         path, _, pattern = arg.partition(":")
@@ -55,7 +60,15 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads):
         for report in model.reuse_reports:
             click.echo(report.format(), file=out)
     reporter = Silent() if quiet else Printer(out=out)
-    result = session.run(model, reporter=reporter, resume=resume,
+    cfg = model.program.train
+    every = monitor_every or (cfg.monitor_every if cfg.monitor else None)
+    monitor = hooks = None
+    if every or tensorboard_dir:
+        from ..diagnose import LayerMonitor, tensorboard_writer
+
+        monitor = LayerMonitor(model.plan, every) if every else None
+        hooks = [tensorboard_writer(tensorboard_dir)] if tensorboard_dir else []
+    result = session.run(model, reporter=reporter, resume=resume, monitor=monitor, hooks=hooks or (),
                          log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)))
     if as_json:
         click.echo(json.dumps(result))
@@ -83,8 +96,9 @@ def _print_result(r: dict) -> None:
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @overrides_option
 @click.option("--list", "list_", is_flag=True, help="List every name a spec can use, with parameters.")
+@allow_option
 @handle_errors
-def check(spec, overrides, list_):
+def check(spec, overrides, list_, allow):
     """Check SPEC: names, types, ranges, shapes, lints. Exit 2 on errors."""
     from ..check import check_file
     from ..report import catalogue_text
@@ -96,7 +110,7 @@ def check(spec, overrides, list_):
     if spec is None:
         raise click.UsageError("give a SPEC to check, or --list")
     program = check_file(spec, overrides)
-    warn(program)
+    warn(program, allow)
     n = len(program.variable_names())
     click.echo(f"{spec}: ok ({len(program.ops)} ops, {n} variables, {len(program.warnings)} warnings)")
 

@@ -53,11 +53,17 @@ def handle_errors(fn):
     return wrapper
 
 
-def warn(program) -> None:
+def warn(program, allow=()) -> None:
+    """Print the program's warnings, less the codes `--allow` silences."""
+    from ..check.lints import without
     from ..errors import render
 
-    for d in program.warnings:  # a warning without a span names the spec file, as errors do
+    for d in without(program.warnings, allow):  # a warning without a span names the spec file, as errors do
         click.echo(render(d, getattr(program, "sources", {}), getattr(program, "file", None)), err=True)
+
+
+allow_option = click.option("--allow", "allow", multiple=True, metavar="ID",
+                            help="Silence the lint with this code, e.g. W108 (repeatable; or `allow \"W108\"` in the spec).")
 
 
 overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

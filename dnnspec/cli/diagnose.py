@@ -10,12 +10,10 @@ from pathlib import Path
 
 import click
 
-from .common import handle_errors, overrides_option
+from .common import allow_option, handle_errors, overrides_option
 
 TEMPLATES = ("default", "mnist", "transfer")
 
-allow_option = click.option("--allow", "allow", multiple=True, metavar="ID",
-                            help="Silence the lint with this code, e.g. W108 (repeatable).")
 
 
 def _warn(program, allow, shown: set | None = None) -> None:
