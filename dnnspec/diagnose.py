@@ -488,38 +488,30 @@ def _diagnose_variations(variations: list[Variation], batches: int, steps: int) 
 
 
 # ---------------------------------------------------------------- variations of a spec
-def split_items(text: str) -> list[str]:
-    """"init=normal(stddev=1),glorot_normal" -> the items, split at commas outside () [] and quotes."""
-    items, depth, quote, cur = [], 0, False, []
-    for ch in text:
+def _top_level(text: str):
+    """(index, char) of the characters outside parentheses, brackets and quotes."""
+    depth, quote = 0, False
+    for i, ch in enumerate(text):
         if ch == '"':
             quote = not quote
         elif not quote and ch in "([":
             depth += 1
         elif not quote and ch in ")]":
             depth -= 1
-        if ch == "," and depth == 0 and not quote:
-            items.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    items.append("".join(cur).strip())
-    return [i for i in items if i]
+        elif depth == 0 and not quote:
+            yield i, ch
+
+
+def split_items(text: str) -> list[str]:
+    """"init=normal(stddev=1),glorot_normal" -> the items, split at commas outside () [] and quotes."""
+    cuts = [i for i, ch in _top_level(text) if ch == ","]
+    bounds = zip([-1, *cuts], [*cuts, len(text)])
+    return [item for item in (text[a + 1:b].strip() for a, b in bounds) if item]
 
 
 def _top_level_eq(item: str) -> int:
     """The index of the first '=' outside parentheses and quotes, or -1."""
-    depth, quote = 0, False
-    for i, ch in enumerate(item):
-        if ch == '"':
-            quote = not quote
-        elif not quote and ch in "([":
-            depth += 1
-        elif not quote and ch in ")]":
-            depth -= 1
-        elif ch == "=" and depth == 0 and not quote:
-            return i
-    return -1
+    return next((i for i, ch in _top_level(item) if ch == "="), -1)
 
 
 def compare_items(text: str, default_key: str = "init") -> list[tuple[str, str, str]]:
