@@ -2,15 +2,16 @@
 still loading (NumPy, h5py, ... take a moment) exits quietly with 130, before any module of
 dnnspec that could print a traceback is imported."""
 
+import os
 import signal
 import sys
 
 
 def _interrupted_while_loading(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing: we are leaving
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.stderr.write("interrupted\n")
-    raise SystemExit(128 + signum)
+    # Ends the process at once: an exception raised here could land in a destructor or a weakref
+    # callback of an importing module and be swallowed ("Exception ignored"); nothing is written yet.
+    os.write(2, b"interrupted\n")
+    os._exit(128 + signum)
 
 
 def main() -> None:
