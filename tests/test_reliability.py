@@ -401,3 +401,13 @@ def test_results_render_keeps_the_machine_recorded_with_the_data():
             "b": {"date": "2026-01-02 10:00"}}
     line = results._machine(data)
     assert "Some Other CPU (64 logical CPUs)" in line and "not recorded" in line
+
+
+def test_no_data_is_said_before_a_huge_model_is_allocated(tmp_path):
+    spec = tmp_path / "big.dnn"
+    spec.write_text("model m {\n    input x[20000]\n    dense(20000)\n}\n")  # 1.6 GB of float32 weights
+    start = time.perf_counter()
+    proc = dnnspec_cli("run", spec, "-q", cwd=tmp_path)
+    clean(proc)
+    assert proc.returncode == 1 and "no `data` declaration" in proc.stderr
+    assert time.perf_counter() - start < 20

@@ -50,7 +50,14 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads, moni
 
     if no_cache:
         overrides = (*overrides, "train.cache_frozen=false")
-    model = api.compile_file(spec, overrides, apply_reuse=resume is None)  # a resumed run has its weights
+    from ..check import check_file
+    from ..errors import DataError
+
+    program = check_file(spec, overrides)
+    if program.data is None:  # said before any weights are allocated (a huge model: seconds, gigabytes)
+        raise DataError(f"{spec}: the spec has no `data` declaration: `dnnspec run` trains on the spec's data "
+                        "(add `data NAME = source(...)`; `dnnspec check --list` lists the sources)")
+    model = api.Model(program, apply_reuse=resume is None)  # a resumed run has its weights
     warn(model.program, allow)
     out = sys.stderr if as_json else sys.stdout
     for arg in reuses:
