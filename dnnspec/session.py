@@ -230,6 +230,8 @@ def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks
                 model.save(out.latest)  # now holding the restored (or averaged) weights the run ends with
             if model.trainer.cache_report:
                 log(model.trainer.cache_report)
+            if model.trainer.thread_report:
+                log(model.trainer.thread_report)
             return _result(model, splits, out, history, start)
         except KeyboardInterrupt:  # a second signal: whatever was being saved was abandoned
             raise _interrupted(model, out, signals.exit_code, saved=False) from None
@@ -331,6 +333,7 @@ def _result(model: Model, splits, out: Outputs, history: list[dict], start: floa
         "checkpoint": out.existing(),
         "log": str(out.log) if out.log is not None and out.log.is_file() else None,
         "frozen_cache": model.trainer.cache_report,
+        "threads": model.trainer.thread_report,
         "snapshots": [str(p) for p in out.snapshots],
     }
     final = {}

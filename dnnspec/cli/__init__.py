@@ -30,8 +30,8 @@ def main(debug: bool) -> None:
 @click.option("--reuse", "reuses", multiple=True, metavar="CKPT[:PATTERN]",
               help="Load the variables matching PATTERN from another checkpoint before training (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Do not cache the output of frozen layers.")
-@click.option("--threads", type=click.IntRange(1), help="BLAS threads (default: the BLAS's own choice, all cores). "
-              "On a machine busy with other work, 1 is often much faster.")
+@click.option("--threads", type=click.IntRange(1), help="Threads: N for the BLAS and N for element-wise work "
+              "(default: chosen when training starts, by timing a few steps of each configuration).")
 @click.option("--monitor", "monitor_every", type=click.IntRange(1), metavar="N",
               help="Add per-layer statistics to the metrics log every N updates (`monitor layers every=N`).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False),
@@ -41,9 +41,9 @@ def main(debug: bool) -> None:
 def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads, monitor_every, tensorboard_dir, allow):
     """Train SPEC as it says; write its checkpoint and metrics log."""
     if threads:
-        from threadpoolctl import threadpool_limits
+        from ..train.parallel import force_threads
 
-        threadpool_limits(threads, user_api="blas")
+        force_threads(threads)
     from .. import api, session
     from ..train.loop import Silent
     from ..train.progress import Printer

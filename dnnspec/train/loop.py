@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import UserError
 from ..plan import Plan
 from ..rng import get_state, set_state, stream
+from . import parallel
 from .updater import Updater
 
 XY = tuple[np.ndarray, np.ndarray]
@@ -91,6 +92,7 @@ class Trainer:
         self.best_weights: tuple[np.ndarray, np.ndarray] | None = None
         self.cache_frozen = self.cfg.cache_frozen
         self.cache_report: str | None = None
+        self.thread_report: str | None = None  # the thread configuration of the last fit (parallel.choose)
         # the epoch of the last update whose optimizer slots are not checked yet (see check_finite)
         self._unchecked_epoch: int | None = None
         self.sums_finite = True  # set by train_step: the flat buffers' sums are finite
@@ -120,6 +122,9 @@ class Trainer:
             x, val, start_op = self._cache_prefix(x, val)
         n, n_batches = len(x), -(-len(x) // batch)
         self.plan.allocate(batch)
+        if target > self.state.epoch:  # BLAS x element-wise threads: forced, kept from the run, or timed
+            self.thread_report = parallel.choose(self, x, y, batch, start_op,
+                                                 steps_planned=(target - self.state.epoch) * n_batches)
         xb = np.empty((batch, x.shape[1]), self.plan.dtype)
         yb = np.empty((batch, *y.shape[1:]), y.dtype)
         while self.state.epoch < target and not self.state.stopped_early:
