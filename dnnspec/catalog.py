@@ -10,6 +10,7 @@ import importlib
 CATALOGUE_MODULES = (
     "dnnspec.ops.activations",
     "dnnspec.ops.layers",
+    "dnnspec.ops.residual",
     "dnnspec.init",
     "dnnspec.optim",
     "dnnspec.lbfgs",

@@ -258,7 +258,7 @@ def measure(plan: Plan, batches: list[tuple[np.ndarray, np.ndarray]], keep_sampl
             outs = {}
             for i in range(len(plan.ops)):
                 z = plan.forward(z, training=True, start=i, stop=i + 1)
-                if i in wanted:
+                if i in wanted and plan.ran(i):  # not the body of a block dropped in this batch
                     outs[i] = z
             acc.outputs(outs)
             loss = plan.loss.forward(z, yb) + plan.penalty()
@@ -553,7 +553,7 @@ def rewrite_layers(spec, key: str, value) -> tuple[Any, int]:
                 kwargs = [k for k in item.kwargs if k.name != key] + [ast.Kwarg(key, value)]
                 return replace(item, kwargs=tuple(kwargs))
             return item
-        if isinstance(item, (ast.Scope, ast.Repeat)):
+        if isinstance(item, (ast.Scope, ast.Repeat, ast.Residual)):
             return replace(item, body=tuple(layer(i) for i in item.body))
         return item
 
@@ -566,10 +566,19 @@ def rewrite_layers(spec, key: str, value) -> tuple[Any, int]:
 
 
 def spec_variations(path: str, overrides: Sequence[str] = (), compare: str | None = None,
-                    compare_sets: Sequence[str] = ()) -> list[Variation]:
+                    compare_sets: Sequence[str] = (), compare_specs: Sequence[str] = ()) -> list[Variation]:
     """The spec (with --set overrides) as one variation, or one variation per --compare item
     (a layer parameter set on every layer that takes it: a rewrite of the spec text) or per
-    --compare-set override (added after the --set ones)."""
+    --compare-set override (added after the --set ones); then one per --compare-spec file (another
+    model on the same footing, e.g. a plain and a residual net), with the same overrides."""
+    from .check import check_file
+
+    out = _variations(path, overrides, compare, compare_sets)
+    return out + [Variation(Path(p).stem, check_file(p, overrides), f"--compare-spec {p}") for p in compare_specs]
+
+
+def _variations(path: str, overrides: Sequence[str], compare: str | None, compare_sets: Sequence[str]
+                ) -> list[Variation]:
     from . import catalog
     from .check import check_file, check_text, read_spec
     from .syntax.fmt import format_spec
@@ -688,7 +697,7 @@ def layer_stats(plan: Plan, rows: int, start: int = 0, previous: np.ndarray | No
     outs = {}
     for g in groups:
         for i in (g.ops[-1], g.act_op):
-            if i is not None and i >= start:
+            if i is not None and i >= start and plan.ran(i):  # a dropped block's body: no output this step
                 buf = getattr(plan.ops[i], "_y", None)
                 if buf is not None:
                     outs[i] = buf[:rows]

@@ -96,6 +96,13 @@ class Variables(MutableMapping):
         return "Variables({" + ", ".join(f"{n!r}: {v.dtype}{list(v.shape)}" for n, v in self._views.items()) + "})"
 
 
+def _dropped(blocks: tuple[Op, ...]) -> bool:
+    for b in blocks:
+        if b.dropped:
+            return True
+    return False
+
+
 def _listing(names: list[str]) -> str:
     return ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
 
@@ -109,11 +116,38 @@ class Plan:
         self.ops: list[Op] = [spec.build() for spec in program.ops]
         self.loss = program.train.loss.build()
         self.infos: dict[str, VarInfo] = {}
+        self._pair_blocks()
         self._declare()
         self._allocate_variables()
         self._mark_frozen()
         self.batch = 0  # rows the activation buffers hold
         self._penalized = [op for op in self.ops if getattr(op, "has_penalty", False)]
+
+    # ------------------------------------------------------------ blocks
+    def _pair_blocks(self) -> None:
+        """Pair each block's opening and closing op (residual blocks: begin and add). `_inside[i]`
+        holds the opening ops of the blocks whose body contains op i, so forward and backward
+        skip op i while one of them is dropped (stochastic depth). `_block_start[i]` is where a
+        cut before op i must move to: the opening op of the outermost block whose body or
+        closing op is op i (the add needs the block's input), else i itself."""
+        open_: list[int] = []
+        inside: tuple[Op, ...] = ()  # one tuple per nesting, shared by the ops at that nesting
+        self.blocks: list[tuple[int, int]] = []  # (opening, closing) op indices
+        self._inside: list[tuple[Op, ...]] = []
+        self._block_start = list(range(len(self.ops)))
+        for i, op in enumerate(self.ops):
+            if getattr(op, "closes_block", False):
+                b = open_.pop()  # the checker emits them nested
+                inside = inside[:-1]
+                op.begin, self.ops[b].end = self.ops[b], op
+                self.blocks.append((b, i))
+                self._block_start[i] = open_[0] if open_ else b
+            elif open_:
+                self._block_start[i] = open_[0]
+            self._inside.append(inside)
+            if getattr(op, "opens_block", False):
+                open_.append(i)
+                inside = (*inside, op)
 
     # ------------------------------------------------------------ variables
     def _declare(self) -> None:
@@ -190,7 +224,10 @@ class Plan:
         output for the whole data set can be computed once (frozen-layer caching): the frozen
         prefix, if it holds no random op and no batch norm that still updates statistics."""
         k = self.first_trainable
-        if k == 0 or k >= len(self.ops):
+        if k >= len(self.ops):
+            return 0
+        k = self._block_start[k]  # never between a block's begin and its add
+        if k == 0:
             return 0
         for i in range(k):
             stateful = any(not self.infos[n].declared_trainable for n in self.program.ops[i].variable_names())
@@ -211,9 +248,16 @@ class Plan:
     def forward(self, x: np.ndarray, training: bool, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Run ops[start:stop] on x (start > 0 when x is a cached prefix output)."""
         self.allocate(len(x))
-        for op, inference in zip(self.ops[start:stop], self.inference_only[start:stop]):
+        steps = zip(self.ops[start:stop], self.inference_only[start:stop], self._inside[start:stop])
+        for op, inference, inside in steps:
+            if inside and _dropped(inside):
+                continue  # the body of a block dropped in this batch: not run at all
             x = op.forward(x, training and not inference)
         return x
+
+    def ran(self, i: int) -> bool:
+        """Whether op i ran in the last forward pass (not in the body of a dropped block)."""
+        return not (self._inside[i] and _dropped(self._inside[i]))
 
     def penalty(self) -> float:
         """Loss terms the ops add themselves (activity regularization), for the last forward."""
@@ -223,7 +267,12 @@ class Plan:
         """Back-propagate dL/dz down to the lowest trainable op and no further."""
         stop = self.first_trainable
         for i in range(len(self.ops) - 1, stop - 1, -1):
-            dz = self.ops[i].backward(dz, need_dx=i > stop)
+            op, inside = self.ops[i], self._inside[i]
+            if inside and _dropped(inside):  # not run forward: its gradients are zero
+                for g in op.grads.values():
+                    g.fill(0.0)
+                continue
+            dz = op.backward(dz, need_dx=i > stop)
 
     @property
     def trainable_names(self) -> list[str]:

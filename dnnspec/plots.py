@@ -156,14 +156,18 @@ def gradient_norms(reports: Sequence[dict], title: str | None = None):
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     names: list[str] = []
+    differ = False
     for i, rep in enumerate(reports):
         color = f"C{i % 10}"
         for phase, style in (("init", "-"), ("after", "--")):
             if phase not in rep or not rep[phase]["layers"]:
                 continue
             layers = [r for r in rep[phase]["layers"] if r.get("grad_norm") is not None]
+            layer_names = [r["name"] for r in layers]
+            if names and layer_names[:len(names)] != names[:len(layer_names)]:
+                differ = True  # different models (--compare-spec): number the layers instead
             if len(layers) > len(names):
-                names = [r["name"] for r in layers]
+                names = layer_names
             xs = list(range(1, len(layers) + 1))
             label = rep["label"] + ("" if phase == "init" else f" (after {rep[phase]['steps']} steps)")
             ax1.plot(xs, [_positive(r["grad_norm"]) for r in layers], style, color=color, marker="o", ms=3,
@@ -173,8 +177,12 @@ def gradient_norms(reports: Sequence[dict], title: str | None = None):
     for ax, what in ((ax1, "‖∂L/∂W‖ (kernel gradient norm)"), (ax2, "‖∂L/∂W‖ / ‖W‖ (relative to the weights)")):
         ax.set_yscale("log")
         ax.set_xticks(range(1, len(names) + 1))
-        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-        ax.set_xlabel("layer (input → output)")
+        if differ:
+            ax.set_xticklabels([str(n) for n in range(1, len(names) + 1)], fontsize=8)
+            ax.set_xlabel("layer with a kernel, by depth (input → output)")
+        else:
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+            ax.set_xlabel("layer (input → output)")
         ax.set_ylabel(what)
         ax.grid(True, which="major", alpha=0.3)
     ax1.set_title("gradient norm by depth", fontsize=10)

@@ -284,8 +284,9 @@ class Entry:
 class Registry:
     """A catalogue of named entries of one kind; names and aliases resolve to one entry."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, listed: bool = True):
         self.kind = kind
+        self.listed = listed  # False: the plan's own entries, which a spec cannot name (not in --list)
         self._entries: dict[str, Entry] = {}
         self._names: dict[str, str] = {}  # name or alias -> canonical name
         REGISTRIES[kind] = self

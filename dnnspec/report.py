@@ -58,6 +58,8 @@ def catalogue_text() -> str:
     catalog.load()
     out = []
     for kind, reg in REGISTRIES.items():
+        if not reg.listed:
+            continue
         out.append(f"{plural(kind)}:")
         for e in reg.entries():
             params = ", ".join(p.name + (f": {type_text(p.type)}" if p.type is not REQUIRED else "")

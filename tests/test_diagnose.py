@@ -402,3 +402,25 @@ def test_nothing_below_imports_diagnose_or_plots():
             if group(target) in ("diagnose", "plots"):
                 wrong.append(f"{path.name}:{line}: {mine} imports {target}")
     assert not wrong, wrong
+
+
+def test_compare_spec_puts_a_residual_net_beside_a_plain_one(data, tmp_path):
+    plain = tmp_path / "plain.dnn"
+    plain.write_text(deep_spec(data, "relu", "he_normal", depth=4))
+    residual = tmp_path / "res.dnn"
+    residual.write_text(deep_spec(data, "relu", "he_normal", depth=1).replace(
+        "    dense outputs(4)",
+        "    repeat 2 {\n        residual block(survival=0.5) {\n            dense(100, activation=relu)\n"
+        "            dense(100, init=zeros)\n        }\n    }\n    dense outputs(4)"))
+    out = tmp_path / "figs"
+    result = CliRunner().invoke(main, ["diagnose", str(plain), "--compare-spec", str(residual), "--batches", "3",
+                                       "--compare", "init=glorot_normal", "--json", "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    reps = json.loads(result.stdout)["variations"]
+    assert [r["label"] for r in reps] == ["init=glorot_normal", "res"]
+    layers = [row["layer"] for row in reps[1]["init"]["layers"]]
+    assert "block2/dense_1" in layers and "block2/add" in layers
+    assert (out / "gradients.png").is_file()
+    # --compare reaches the layers inside residual blocks too
+    [rep] = dg.diagnose_variations(dg.spec_variations(str(residual), compare="init=glorot_normal"), batches=2)
+    assert rep["change"].endswith("on 4 layer lines")

@@ -17,7 +17,7 @@ from ..syntax import ast
 from ..syntax.fmt import format_spec
 from ..syntax.parser import parse
 from .lints import LINTS
-from .model import Expander, resolve_auto_init
+from .model import Expander, resolve_auto_init, stochastic_depth
 from .overrides import apply_overrides
 from .settings import TOP_KEYS, TRAIN_KEYS, SettingValue, check_settings
 from .values import FAILED, Bound, Env, Invalid, evaluate, resolve_component
@@ -83,6 +83,8 @@ def _expand(ctx: Context) -> None:
     ex = Expander(ctx.blocks, ctx.env, ctx.diags)
     before = len(ctx.diags.errors)
     ex.model(ctx.model)
+    if not ex.stopped and len(ctx.diags.errors) == before:  # blocks are only paired in a complete model
+        stochastic_depth(ex.ops)
     resolve_auto_init(ex.ops, ctx.diags)
     ctx.expander = ex
     if ex.input is not None and not ex.ops and len(ctx.diags.errors) == before and not ex.skipped:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import Diagnostics, Span
 from ..ops.base import ACTIVATIONS, LAYERS, Var
+from ..ops.residual import BLOCK_OPS, RESIDUAL
 from ..program import OpSpec
 from ..registry import Component, Int, suggest
 from ..syntax import ast
@@ -90,6 +91,8 @@ class Expander:
                     total += self._size(item.body, blocks_open + ("",))
                 elif isinstance(item, ast.Repeat):
                     total += self._static_count(item.count) * self._size(item.body, blocks_open + ("",))
+                elif isinstance(item, ast.Residual):
+                    total += 1 + self._size(item.body, blocks_open + ("",))  # the add op counts too
                 elif isinstance(item, ast.Layer) and item.kind in self.blocks and item.kind not in blocks_open:
                     total += self._size(self.blocks[item.kind].body, blocks_open + (item.kind,))
         self._sizes[key] = total
@@ -162,6 +165,8 @@ class Expander:
                         raise _Stop
                     for i in range(1, count + 1):
                         self.body(item.body, prefix, env, f"{suffix}{i}", stack, depth + 1)
+                elif isinstance(item, ast.Residual):
+                    self._residual(item, prefix, env, suffix, stack, depth)
                 elif isinstance(item, ast.Layer):
                     self._layer(item, prefix, env, suffix, stack, depth)
             except Invalid:
@@ -176,13 +181,65 @@ class Expander:
         self.input = (item.name, width, item.width.span or item.span)
         self.width = width
 
-    def _layer(self, item: ast.Layer, prefix: str, env: Env, suffix: str, stack, depth: int) -> None:
+    def _need_input(self, span: Span | None) -> None:
         if self.width is None:
             if self.input is None:
-                self.diags.error("E041", "a layer comes before the model's `input`", item.span,
+                self.diags.error("E041", "a layer comes before the model's `input`", span,
                                  hint="start the model with `input x[WIDTH]`")
                 self.width = -1  # report this once
             raise Invalid
+
+    def _residual(self, item: ast.Residual, prefix: str, env: Env, suffix: str, stack, depth: int) -> None:
+        """`residual [name](options) { body }`: an opening op, the body scoped under the block's
+        name, and the closing add (with a projection kernel when asked). The survival
+        probability is the block's p_L here; `stochastic_depth` applies the decay once all
+        blocks are known."""
+        self._need_input(item.span)
+        self._deeper(item, depth)
+        args = tuple(evaluate(a, env, self.diags) for a in item.args)
+        spans = tuple(blame(a, env) for a in item.args)
+        kwargs = tuple((k.name, evaluate(k.value, env, self.diags), blame(k.value, env), k.span)
+                       for k in item.kwargs)
+        bound = bind_arguments(RESIDUAL.get("residual"), args, spans, kwargs, item.span, "residual block", self.diags)
+        if bound is None:
+            raise Invalid
+        if item.name is not None:
+            name = item.name + suffix
+            if not self._claim(prefix, name, item.name_span):
+                raise Invalid
+        else:
+            name = self._auto(prefix, "residual")
+        scope = f"{prefix}{name}/"
+        end = "projection" if bound["projection"] else "add"
+        self._claim(scope, end, item.span)  # the closing op's name: a body layer of that name is a duplicate
+        n_skip, first, skipped = self.width, len(self.ops), self.skipped
+        begin = Component(RESIDUAL.kind, "residual", (("survival", bound["survival"]), ("decay", bound["decay"])))
+        self._add(begin, prefix + name, item.span)
+        self.body(item.body, scope, env, "", stack, depth + 1)
+        if self.skipped != skipped or self.width is None:  # the body's errors are reported already
+            raise Invalid
+        if len(self.ops) == first + 1:
+            self.diags.error("E041", "a residual block with no layers", item.span,
+                             hint="put the layers of the branch between the braces")
+            raise Invalid
+        if self.width != n_skip and not bound["projection"]:
+            self.diags.error("E026", f"the residual block's body maps width {n_skip} to {self.width}, so its input "
+                             "cannot be added to its output", item.span,
+                             hint="add projection=true (a learned linear map of the input), or make the last layer "
+                                  f"of the body {n_skip} wide")
+            self.width = n_skip  # what the block would give: later lines are checked against it
+            raise Invalid
+        self._count(item.span)  # the closing op counts as a statement, as `_size` says
+        args = (("skip", n_skip), ("survival", bound["survival"]))
+        if bound["projection"]:  # the kernel's init (auto: chosen by the activation after the block)
+            args += (("projection", True), ("init", bound["init"]))
+        self._add(Component(BLOCK_OPS.kind, "residual_add", args), scope + end, item.span)
+        self.ops[-1].layer = scope + end
+        self.ops[-1].notes.append(f"adds the block's input ({n_skip} wide)" if not bound["projection"] else
+                                  f"adds the block's input projected {n_skip} → {self.width} (no bias)")
+
+    def _layer(self, item: ast.Layer, prefix: str, env: Env, suffix: str, stack, depth: int) -> None:
+        self._need_input(item.span)
         # What a line means depends only on the line and its environment, so a line a repeat
         # expands 100,000 times is evaluated and bound once (`env` is kept in the entry: its id
         # cannot be reused while the cache holds it). Lines with errors are not cached.
@@ -326,6 +383,31 @@ def _without_auto(c: Component) -> Component:
     args = tuple((k, Component("initializer", "zeros") if isinstance(v, Component) and v.name == "auto" else v)
                  for k, v in c.args)
     return replace(c, args=args)
+
+
+def stochastic_depth(ops: list[OpSpec]) -> None:
+    """Each residual block's survival probability: with decay=linear, block l of the model's L
+    blocks gets p_l = 1 - (l/L)(1 - p_L) (Huang et al. 2016, eq. 4), with decay=none p_L itself.
+    Written into the block's two ops and noted for `dnnspec summary`."""
+    number = {i: n for n, i in enumerate((i for i, op in enumerate(ops) if op.component.kind == RESIDUAL.kind), 1)}
+    total, open_ = len(number), []
+    for i, op in enumerate(ops):
+        if op.component.kind == RESIDUAL.kind:
+            open_.append(i)
+        elif op.component.kind == BLOCK_OPS.kind:
+            b = open_.pop()
+            args = dict(ops[b].component.args)
+            p_last = args["survival"]
+            depth = number[b]
+            p = 1.0 - depth / total * (1.0 - p_last) if args["decay"] == "linear" else p_last
+            ops[b].component = replace(ops[b].component, args=(("survival", p),))
+            op.component = replace(op.component, args=tuple((k, p if k == "survival" else v)
+                                                            for k, v in op.component.args))
+            if p_last < 1.0:
+                linear = args["decay"] == "linear"
+                how = f"linear decay from {p_last:g}, block {depth} of {total}" if linear else "no decay"
+                ops[b].notes.append(f"stochastic depth: survival p={p:.4g} ({how})")
+                op.notes.append(f"inference: input + {p:.4g}·body")
 
 
 def resolve_auto_init(ops: list[OpSpec], diags: Diagnostics) -> None:

@@ -43,6 +43,8 @@ def _warn(program, allow, shown: set | None = None) -> None:
                    "\"init=normal(stddev=1),glorot_normal,he_normal\".")
 @click.option("--compare-set", "compare_sets", multiple=True, metavar="KEY=VALUE",
               help="A variation: one --set override per column (repeatable).")
+@click.option("--compare-spec", "compare_specs", multiple=True, metavar="OTHER.dnn", type=click.Path(dir_okay=False),
+              help="Another spec as a further variation, e.g. a residual net beside a plain one (repeatable).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
               help="Write activations.png (histograms per layer) and gradients.png (norm by depth) here.")
 @click.option("--force", is_flag=True, help="Replace existing figures.")
@@ -50,7 +52,8 @@ def _warn(program, allow, shown: set | None = None) -> None:
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="BLAS threads.")
 @allow_option
 @handle_errors
-def diagnose(spec, overrides, batches, steps, compare, compare_sets, plot_dir, force, as_json, threads, allow):
+def diagnose(spec, overrides, batches, steps, compare, compare_sets, compare_specs, plot_dir, force, as_json, threads,
+             allow):
     """See inside SPEC: per-layer stats, a verdict.
 
     Forward and backward on a few real batches of the spec's data, at initialization (and after
@@ -61,7 +64,7 @@ def diagnose(spec, overrides, batches, steps, compare, compare_sets, plot_dir, f
     from ..check.lints import check_allow
 
     allow = check_allow(allow)
-    variations = dg.spec_variations(spec, overrides, compare, compare_sets)
+    variations = dg.spec_variations(spec, overrides, compare, compare_sets, compare_specs)
     if plot_dir:
         from ..plots import check_figure, pyplot
 

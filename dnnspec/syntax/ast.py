@@ -127,7 +127,19 @@ class Repeat:
     span: Span | None = _span()
 
 
-Item = Union[Input, Layer, Scope, Repeat]
+@dataclass(frozen=True)
+class Residual:
+    """``residual [name] [(args)] { ... }`` — a body whose output is added to its input."""
+
+    name: str | None
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+    body: tuple[Item, ...]
+    span: Span | None = _span()  # from the keyword to the closing brace
+    name_span: Span | None = _span()
+
+
+Item = Union[Input, Layer, Scope, Repeat, Residual]
 
 
 @dataclass(frozen=True)

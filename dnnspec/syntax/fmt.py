@@ -183,6 +183,11 @@ def _body(w: _Writer, items, depth: int) -> None:
             w.emit(f"scope {item.name} {{", depth, _line(item))
             _body(w, item.body, depth + 1)
             w.close(depth, _end(item))
+        elif isinstance(item, ast.Residual):
+            head = "residual" + (f" {item.name}" if item.name else "") + format_args(item.args, item.kwargs)
+            w.emit(head + " {", depth, _line(item))
+            _body(w, item.body, depth + 1)
+            w.close(depth, _end(item))
         elif isinstance(item, ast.Repeat):
             w.emit(f"repeat {format_expr(item.count)} {{", depth, _line(item))
             _body(w, item.body, depth + 1)

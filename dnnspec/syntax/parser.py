@@ -366,6 +366,12 @@ class _Builder:
     def repeat_stmt(self, meta, c):
         return ast.Repeat(c[0], tuple(c[1]), self._braced(meta, c[1]))
 
+    def residual_stmt(self, meta, c):
+        name, args, body = c
+        pos, kw = args if args is not None else ((), ())
+        return ast.Residual(str(name) if name is not None else None, pos, kw, tuple(body),
+                            self._braced(meta, body), _tok_span(self.file, name) if name is not None else None)
+
     def layer_stmt(self, meta, c):
         kind, name, args = c
         pos, kw = args if args is not None else ((), ())

@@ -298,9 +298,21 @@ def import_into(program: Program, variables: Variables, fmt: str, path, scope: s
     assignment, else `mapping` (source layer name -> dnnspec op name) must say. NaN/Inf values
     are refused unless `allow_nonfinite`. Nothing changes if anything does not fit.
     """
+    if get_format(fmt).importer and fmt != "npz":
+        _refuse_residual(program, fmt)
     source = read_source(fmt, path)
     return assign(program, variables, source, scope, partial=partial, mapping=mapping,
                   allow_nonfinite=allow_nonfinite)
+
+
+def _refuse_residual(program: Program, fmt: str) -> None:
+    """Layer-structured imports pair chains of layers; a residual block is not one."""
+    blocks = [spec.name for spec in program.ops if spec.kind == "residual"]
+    if blocks:
+        raise UserError(f"importing {fmt} files into a spec with residual blocks ({', '.join(blocks[:3])}"
+                        f"{', ...' if len(blocks) > 3 else ''}) is not supported: the importers pair chains of "
+                        "layers. Load weights by variable name instead (an .npz export, or `reuse` of a dnnspec "
+                        "checkpoint)")
 
 
 def assign(program: Program, variables: Variables, source: Source, scope: str | None = None, *,

@@ -56,9 +56,11 @@ class KerasLayer:
     weights: list[str]  # dnnspec variable names in Keras' weight order
     comment: str = ""
 
+    def call(self) -> str:
+        return f"layers.{self.cls}({', '.join([*self.args, f'name={self.name!r}'])})"
+
     def source(self) -> str:
-        call = f"layers.{self.cls}({', '.join([*self.args, f'name={self.name!r}'])}),"
-        return call + (f"  # {self.comment}" if self.comment else "")
+        return self.call() + "," + (f"  # {self.comment}" if self.comment else "")
 
 
 # ---------------------------------------------------------------- op -> Keras layers
@@ -128,6 +130,25 @@ def _gelu(spec, op, name, version):
                        f"{spec.name}: gelu(approximate=true), the tanh form")]
 
 
+def _residual(spec, op, name, version):
+    return []  # the block's input is kept by the functional model's code (see `_functional`)
+
+
+def _residual_add(spec, op, name, version):
+    """Add (after Rescaling by p under stochastic depth: dnnspec's inference form), with a Dense
+    projection of the skip (no bias) where the block has one. The order is Keras' own order of
+    these layers in a functional model (by depth, then by traversal from the output)."""
+    out = []
+    if op.survival < 1.0:
+        out.append(KerasLayer("Rescaling", name + "_survival", [repr(op.survival)], [],
+                              f"{spec.name}: stochastic depth, the body scaled by its survival probability"))
+    if op.projection:
+        out.append(KerasLayer("Dense", name, [str(spec.n_out), "use_bias=False"], spec.variable_names(),
+                              f"{spec.name}: the projection of the block's input"))
+    out.append(KerasLayer("Add", name + "_add" if op.projection else name, [], [], f"{spec.name}: input + body"))
+    return out
+
+
 # dnnspec catalogue name -> Keras layers. Noise layers keep their training behaviour in Keras.
 KERAS_LAYERS = {
     "dense": _dense,
@@ -151,6 +172,8 @@ KERAS_LAYERS = {
     "rrelu": _rrelu,
     "prelu": _prelu,
     "elu": _elu,
+    "residual": _residual,
+    "residual_add": _residual_add,
 }
 
 
@@ -168,7 +191,45 @@ def keras_layers(program: Program, probabilities: bool = False, version: int = 3
     return out
 
 
+def _functional(program: Program, probabilities: bool, version: int) -> list[str]:
+    """The model as Keras functional code (residual blocks: a Sequential cannot add)."""
+    lines = [f"inputs = keras.Input(shape=({program.input_width},), name={program.input_name!r})", "h = inputs"]
+    skips: list[str] = []
+    for spec, name in zip(program.ops, layer_names(program)):
+        built = KERAS_LAYERS[spec.kind](spec, spec.build(), name, version)
+        if spec.kind == "residual":
+            skips.append(f"skip{len(skips) + 1}")
+            lines.append(f"{skips[-1]} = h  # {spec.name}: a residual block's input")
+        elif spec.kind == "residual_add":
+            skip = skips.pop()
+            for layer in built:
+                if layer.cls == "Rescaling":
+                    lines.append(f"h = {layer.call()}(h)  # {layer.comment}")
+                elif layer.cls == "Dense":
+                    lines.append(f"{skip} = {layer.call()}({skip})  # {layer.comment}")
+                else:
+                    lines.append(f"h = {layer.call()}([h, {skip}])  # {layer.comment}")
+        else:
+            lines += [f"h = {layer.call()}(h)" + (f"  # {layer.comment}" if layer.comment else "") for layer in built]
+    fn = output_function(program) if probabilities else None
+    if fn:
+        lines.append(f"h = layers.Activation({fn!r}, name='probabilities')(h)  # what dnnspec's predict applies")
+    lines.append(f"model = keras.Model(inputs, h, name={program.model_name!r})")
+    return lines
+
+
 def _code(program: Program, weights, probabilities, version) -> str:
+    if any(spec.kind == "residual" for spec in program.ops):
+        lines = [f"# The dnnspec model '{program.model_name}' as a Keras {version} functional model "
+                 "(residual blocks add).",
+                 "# Layer names are dnnspec's scoped op names with '/' -> '_'.",
+                 "import keras",
+                 "from keras import layers",
+                 "",
+                 *_functional(program, probabilities, version)]
+        if weights:
+            lines.append(f"model.load_weights({str(weights)!r})")
+        return "\n".join(lines) + "\n"
     lines = [f"# The dnnspec model '{program.model_name}' as a keras.Sequential (Keras {version}).",
              "# Layer names are dnnspec's scoped op names with '/' -> '_'.",
              "import keras",

@@ -47,6 +47,7 @@ class _Graph:
         self.nodes: list[dict] = []  # {"op", "inputs", "outputs", "attrs"}
         self.arrays: dict[str, np.ndarray] = {}
         self.affine: dict | None = None  # the last Gemm/MatMul node and its arrays, for folding
+        self.skips: list[str] = []  # the inputs of the residual blocks open at this point
         self._n = 0
 
     def const(self, name: str, value) -> str:
@@ -145,6 +146,23 @@ def _gelu(g: _Graph, spec, op, x: str) -> str:
     return g.node("Mul", [g.node("Mul", [x, g.node("Add", [phi, g.scalar(1.0)])]), g.scalar(0.5)])
 
 
+def _residual(g: _Graph, spec, op, x: str) -> str:
+    g.skips.append(x)
+    g.affine = None  # x feeds the skip too: a batch norm in the body must not fold into its Gemm
+    return x
+
+
+def _residual_add(g: _Graph, spec, op, x: str) -> str:
+    """skip + p·body (dnnspec's inference form); skip = MatMul(input, projection) if declared."""
+    skip = g.skips.pop()
+    if op.projection:
+        skip = g.node("MatMul", [skip, g.var(f"{spec.name}/kernel")])
+    if op.survival < 1.0:
+        x = g.node("Mul", [x, g.scalar(op.survival)])
+    g.affine = None
+    return g.node("Add", [x, skip])
+
+
 # dnnspec catalogue name -> ONNX nodes.
 ONNX_OPS = {
     "dense": _affine,
@@ -168,6 +186,8 @@ ONNX_OPS = {
     "selu": _op("Selu", alpha=SELU_ALPHA, gamma=SELU_LAMBDA),
     "swish": _swish,
     "gelu": _gelu,
+    "residual": _residual,
+    "residual_add": _residual_add,
 }
 OUTPUT_OPS = {"softmax": _op("Softmax", axis=1), "sigmoid": _op("Sigmoid")}
 

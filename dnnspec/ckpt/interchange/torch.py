@@ -50,6 +50,29 @@ class TorchModule:
     code: str  # constructor source, e.g. "nn.Linear(2, 16)"
     params: dict = field(default_factory=dict)  # parameter name -> (dnnspec variable or None, array)
     comment: str = ""
+    body: list[TorchModule] | None = None  # a residual block's body (an nn.Sequential)
+    projection: TorchModule | None = None  # ... and the Linear of its skip, if it has one
+
+
+# A residual block as a module (He et al. 2016), with stochastic depth as dnnspec computes it.
+RESIDUAL_CLASS = '''
+class Residual(nn.Module):
+    """dnnspec's residual block: skip + body(x), skip = x or projection(x). Stochastic depth
+    (Huang et al. 2016): in training the body runs with probability p per batch, else only the
+    skip is returned; at inference the body is scaled by p."""
+
+    def __init__(self, body, projection=None, p=1.0):
+        super().__init__()
+        self.body, self.projection, self.p = body, projection, p
+
+    def forward(self, x):
+        skip = x if self.projection is None else self.projection(x)
+        if self.p >= 1.0:
+            return skip + self.body(x)
+        if self.training:
+            return skip + self.body(x) if float(torch.rand(())) < self.p else skip
+        return skip + self.p * self.body(x)
+'''
 
 
 # ---------------------------------------------------------------- op -> torch modules
@@ -105,6 +128,43 @@ def _gelu(spec, op, variables, step):
     return [TorchModule(f"nn.GELU(approximate={mode!r})", {}, f"{spec.name}: gelu")]
 
 
+def _residual(spec, op, variables, body: list[TorchModule]) -> TorchModule:
+    projection = None
+    if op.projection:
+        v = spec.variable_names()[0]
+        projection = TorchModule(f"nn.Linear({op.skip}, {spec.n_out}, bias=False)", {"weight": (v, variables[v].T)},
+                                 f"{spec.name}: the projection of the block's input")
+    what = f"{spec.name.rpartition('/')[0] or spec.name}: a residual block"
+    what += f", stochastic depth p={op.survival:.4g}" if op.survival < 1 else ""
+    return TorchModule(f"Residual(p={op.survival!r})", {}, what, body, projection)
+
+
+def _flat(modules: list[TorchModule], prefix: str = ""):
+    """(state_dict prefix, module) of every module, nested ones included, in model order."""
+    for i, m in enumerate(modules):
+        key = f"{prefix}{i}"
+        yield key, m
+        if m.body is not None:
+            yield from _flat(m.body, key + ".body.")
+        if m.projection is not None:
+            yield key + ".projection", m.projection
+
+
+def _code_lines(m: TorchModule, index: str, depth: int) -> list[str]:
+    pad = "    " * depth
+    if m.body is None:
+        return [f"{pad}{m.code},  # {index}: {m.comment}"]
+    lines = [f"{pad}Residual(  # {index}: {m.comment}", f"{pad}    nn.Sequential("]
+    for i, c in enumerate(m.body):
+        lines += _code_lines(c, f"{index}.body.{i}", depth + 2)
+    lines.append(f"{pad}    ),")
+    if m.projection is not None:
+        lines.append(f"{pad}    projection={m.projection.code},  # {index}.projection")
+    p = m.code[len("Residual(p="):-1]
+    lines += [f"{pad}    p={p},", f"{pad}),"]
+    return lines
+
+
 # dnnspec catalogue name -> torch modules.
 TORCH_MODULES = {
     "dense": _linear,
@@ -138,12 +198,20 @@ def torch_modules(program: Program, variables: Variables | None = None, step: in
     """The torch modules equivalent to the spec's ops, in order (with their parameter values)."""
     if variables is None:  # code only: shapes suffice
         variables = {f"{s.name}/{local}": np.zeros(v.shape) for s in program.ops for local, v in s.variables.items()}
-    out = []
+    out: list[TorchModule] = []
+    stack = [out]  # the module lists being filled: the model's, then each open residual body
     for spec in program.ops:
+        if spec.kind == "residual":
+            stack.append([])
+            continue
+        if spec.kind == "residual_add":
+            body = stack.pop()
+            stack[-1].append(_residual(spec, spec.build(), variables, body))
+            continue
         build = TORCH_MODULES.get(spec.kind)
         if build is None:
             raise UserError(f"{spec.kind} (op '{spec.name}') has no PyTorch equivalent")
-        out.extend(build(spec, spec.build(), variables, step))
+        stack[-1].extend(build(spec, spec.build(), variables, step))
     fn = output_function(program) if probabilities else None
     if fn:
         out.append(TorchModule(OUTPUT_MODULES[fn], {}, "what dnnspec's predict applies"))
@@ -156,10 +224,13 @@ def torch_model_code(program: Program, weights=None, probabilities: bool = False
              f"(input: {program.input_name}[{program.input_width}]).",
              "import torch",
              "from torch import nn",
-             "",
-             "model = nn.Sequential("]
-    for i, m in enumerate(torch_modules(program, probabilities=probabilities)):
-        lines.append(f"    {m.code},  # {i}: {m.comment}")
+             ""]
+    modules = torch_modules(program, probabilities=probabilities)
+    if any(m.body is not None for _, m in _flat(modules)):
+        lines += RESIDUAL_CLASS.strip("\n").split("\n") + ["", ""]
+    lines.append("model = nn.Sequential(")
+    for i, m in enumerate(modules):
+        lines += _code_lines(m, str(i), 1)
     lines.append(")")
     if weights:
         lines += ["", "from safetensors.torch import load_file", "",
@@ -173,9 +244,9 @@ def state_dict(program: Program, variables: Variables, step: int,
     """(name -> array, name -> dnnspec variable) of the equivalent Sequential; `step` (the updates
     done) is every BatchNorm1d's num_batches_tracked."""
     tensors, origin = {}, {}
-    for i, m in enumerate(torch_modules(program, variables, int(step), probabilities)):
+    for prefix, m in _flat(torch_modules(program, variables, int(step), probabilities)):
         for pname, (var, value) in m.params.items():
-            key = f"{i}.{pname}"
+            key = f"{prefix}.{pname}"
             tensors[key] = value if value.dtype == np.int64 else float32(value)
             origin[key] = var or ""
     return tensors, origin
