@@ -68,6 +68,11 @@ GROUPS: dict[str, list[Row]] = {
         Row("fashion_dropout", "+ dropout 0.2 after each hidden layer"),
         Row("fashion_early_stopping", "+ early stopping (val_loss, patience 5, restore best)"),
     ],
+    "pretraining": [
+        Row("mnist_1k_sigmoid", "784-256x3-10 sigmoid, random (Glorot) init, 1,000 labels"),
+        Row("mnist_1k_sigmoid_rbm", "the same, hidden layers pretrained as RBMs (CD-1, a DBN)"),
+        Row("mnist_1k_sigmoid_ae", "the same, pretrained as tied denoising autoencoders"),
+    ],
 }
 GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_sigmoid9_normal": "sigmoid",
                   "mnist_sigmoid9_glorot4": "sigmoid", "mnist_relu9": "relu"}  # spec -> hidden activation
@@ -94,7 +99,9 @@ def run_spec(name: str, threads: int | None) -> dict:
         raise SystemExit(f"{spec}: dnnspec run failed (exit {proc.returncode})")
     after = _cpu_counters()
     summary = json.loads(proc.stdout)
-    epochs = [json.loads(line) for line in Path(ROOT / summary["log"]).read_text().splitlines()[seen:]]
+    lines = [json.loads(line) for line in Path(ROOT / summary["log"]).read_text().splitlines()[seen:]]
+    pretrain = [e for e in lines if e.get("phase") == "pretrain"]  # one line per pretrained layer and epoch
+    epochs = [e for e in lines if e.get("phase") != "pretrain"]
     if len(epochs) != summary["epochs_run"]:
         raise SystemExit(f"{spec}: {len(epochs)} new log lines for {summary['epochs_run']} epochs")
     result = {
@@ -110,6 +117,8 @@ def run_spec(name: str, threads: int | None) -> dict:
     if before and after:  # the share of the machine other processes used: timings are noisy above ~5%
         busy, total, ours = (a - b for a, b in zip(after, before))
         result["others_cpu"] = round(max(0.0, busy - ours) / total, 3) if total > 0 else None
+    if pretrain:
+        result["pretrain"] = [{k: e[k] for k in ("layer", "epoch", "loss", "seconds")} for e in pretrain]
     if name in GRADIENT_SPECS:
         result["gradients"] = gradient_norms(name, GRADIENT_SPECS[name])
     return result
@@ -197,6 +206,7 @@ def render(data: dict) -> None:
     text = DOC.read_text()
     regions = {group: _table(rows, data) for group, rows in GROUPS.items()}
     regions["vanishing-detail"] = _vanishing_detail(data)
+    regions["pretraining-detail"] = _pretraining_detail(data)
     regions["machine"] = _machine(data)
     for key, body in regions.items():
         pattern = re.compile(rf"(<!-- BEGIN {key} -->\n).*?(<!-- END {key} -->)", re.S)
@@ -285,6 +295,24 @@ def _vanishing_detail(data: dict) -> str:
         ratio = norms[0] / norms[-1] if norms[-1] > 0 else math.inf
         lines.append(f"| `{s}` | {w} | {g['loss']:.4f} / {g['dnnspec_loss']:.4f} | "
                      + " | ".join(f"{v:.1e}" for v in norms) + f" | {ratio:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pretraining_detail(data: dict) -> str:
+    """Time spent pretraining and in the whole run, and each layer's last reconstruction error."""
+    rows = [r.spec for r in GROUPS["pretraining"] if r.spec in data]
+    if not rows:
+        return "(not run)\n"
+    lines = ["| spec | pretraining (s) | whole run (s) | reconstruction error of each layer, first → last epoch |",
+             "|---|---|---|---|"]
+    for s in rows:
+        r = data[s]
+        pre = r.get("pretrain", [])
+        layers = list(dict.fromkeys(e["layer"] for e in pre))
+        errors = "; ".join(f"{layer}: {[e for e in pre if e['layer'] == layer][0]['loss']:.4f} → "
+                           f"{[e for e in pre if e['layer'] == layer][-1]['loss']:.4f}" for layer in layers) or "–"
+        spent = f"{sum(e['seconds'] for e in pre):.1f}" if pre else "–"
+        lines.append(f"| `{s}` | {spent} | {r['summary']['seconds']:.1f} | {errors} |")
     return "\n".join(lines) + "\n"
 
 

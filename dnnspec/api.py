@@ -21,6 +21,7 @@ from .ckpt import hdf5
 from .datasets import Splits
 from .errors import CheckpointError, DataError, SpecError, UserError
 from .plan import Plan, Variables
+from .pretrain import Greedy
 from .program import Program, builtin_collections, collection
 from .train.loop import Trainer, evaluate, predict_logits
 
@@ -36,6 +37,8 @@ class Model:
         self.plan.initialize()
         self.plan.seed_ops()
         self.trainer = Trainer(self.plan)
+        # the pretraining phase, run before supervised training by `pretrain()` (`dnnspec run` does)
+        self.pretraining = Greedy(self.plan, program.pretrain) if program.pretrain is not None else None
         self.reuse_reports = [self.reuse(r.path, r.scope, r.rename_from, r.rename_to)
                               for r in program.reuse] if apply_reuse else []
 
@@ -88,6 +91,12 @@ class Model:
         if self.program.data is None:
             raise DataError("the spec has no `data` declaration: pass arrays to fit(x, y)")
         splits = self.program.data.build().load(Path.cwd())
+        if self.program.train.target == "input":  # an autoencoder: every split's target is its input
+            for split in ("train", "val", "test"):
+                part = getattr(splits, split)
+                if part is not None:
+                    setattr(splits, split, (part[0], part[0]))
+            splits.n_classes = None
         n_classes, note = _classes_to_fit(self.program, splits)
         errors = data_shape_errors(self.program, splits.n_features, n_classes, _label_width(splits.train[1]),
                                    self.program.ops[0].span if self.program.ops else None, classes_note=note)
@@ -126,6 +135,8 @@ class Model:
             train = splits.train
             validation_data = splits.val if validation_data is None else self._validation(validation_data)
         else:
+            if y is None and self.program.train.target == "input":
+                y = x  # a reconstruction: the input is the target
             if y is None:
                 raise DataError("fit(x, y): y is missing (a label or target for every row of x)")
             train = self._examples(x, y, "x", "y")
@@ -136,6 +147,26 @@ class Model:
         self.trainer.on_epoch_end = on_epoch_end
         self.trainer.on_step = on_step
         return self.trainer.fit(train, validation_data, epochs, batch_size)
+
+    def pretrain(self, x: np.ndarray | None = None, *, on_step=None, on_epoch_end=None, on_layer_end=None
+                 ) -> list[dict]:
+        """Run (or finish) the spec's `pretrain` phase: its dense layers one at a time, bottom up,
+        on unlabeled inputs (x, or the spec's data: every training row before train_limit with
+        data=unlabeled). Returns the history rows it added (one per layer and epoch); a spec
+        without `pretrain`, or a phase already done, adds none."""
+        if self.pretraining is None or self.pretraining.done:
+            return []
+        if x is None:
+            x = self.unlabeled_inputs(self.load_data())
+        else:
+            x = self._inputs(x, "x")
+        return self.pretraining.run(x, on_step=on_step, on_epoch_end=on_epoch_end, on_layer_end=on_layer_end)
+
+    def unlabeled_inputs(self, splits: Splits) -> np.ndarray:
+        """The inputs pretraining uses: every training row (before train_limit) for data=unlabeled,
+        else the training set's."""
+        use_all = self.program.pretrain is not None and self.program.pretrain.data == "unlabeled"
+        return splits.unlabeled if use_all and splits.unlabeled is not None else splits.train[0]
 
     # ------------------------------------------------------------ inference
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -165,15 +196,16 @@ class Model:
 
     # ------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> hdf5.Checkpoint:
-        return runstate.capture(self.program, self.trainer)
+        return runstate.capture(self.program, self.trainer, self.pretraining)
 
     def save(self, path) -> Path:
         """Write an HDF5 checkpoint (atomically) holding the whole state of the run."""
-        return runstate.save(path, self.program, self.trainer)
+        return runstate.save(path, self.program, self.trainer, self.pretraining)
 
     def restore(self, ckpt: hdf5.Checkpoint, strict: bool = True) -> None:
-        """Load weights, optimizer slots and training state from a checkpoint of this spec."""
-        runstate.restore(ckpt, self.program, self.trainer, strict)
+        """Load weights, optimizer slots and training state (and the pretraining phase's) from a
+        checkpoint of this spec."""
+        runstate.restore(ckpt, self.program, self.trainer, strict, self.pretraining)
 
     # ------------------------------------------------------------ reporting
     def summary(self) -> str:

@@ -18,6 +18,7 @@ CATALOGUE_MODULES = (
     "dnnspec.losses",
     "dnnspec.regularizers",
     "dnnspec.datasets",
+    "dnnspec.pretrain",
 )
 
 

@@ -72,6 +72,9 @@ class Splits:
     val: XY | None = None
     test: XY | None = None
     n_classes: int | None = None  # None for regression targets
+    # every training row's features before train_limit cut them (not validation, not test), for
+    # unsupervised pretraining; None when train_limit cut nothing (then it is train's x)
+    unlabeled: np.ndarray | None = None
     # set when n_classes is only the largest label + 1 (no declared class count): the labels as read
     label_sources: list[LabelSource] = field(default_factory=list)
 
@@ -287,7 +290,9 @@ class Options:
         train_xy = self._split(parts[0], ys[0], slice(0, limit), n_classes)
         val_xy = self._split(parts[0], ys[0], slice(cut, n), n_classes) if cut < n else None
         test_xy = self._split(parts[1], ys[1], slice(None), n_classes) if test is not None else None
-        return Splits(train=train_xy, val=val_xy, test=test_xy, n_classes=n_classes, label_sources=sources)
+        unlabeled = self._features(parts[0], slice(0, cut)) if limit < cut else None
+        return Splits(train=train_xy, val=val_xy, test=test_xy, n_classes=n_classes, unlabeled=unlabeled,
+                      label_sources=sources)
 
     def _split(self, p: Part, y: np.ndarray, s: slice, n_classes: int | None) -> XY:
         y = y[s]

@@ -237,3 +237,22 @@ class Huber(_Regression):
         g = np.clip(self._d, -self.delta, self.delta, out=self._buffer("g", self._d))
         g *= 1.0 / g.size
         return g
+
+
+class Reconstruction(Loss):
+    """A loss whose target is the input itself (`loss ... target=input`: an autoencoder): the
+    same values and gradients as the wrapped loss, but no accuracy, which means nothing there."""
+
+    labels = "real"
+
+    def __init__(self, loss: Loss):
+        self.inner = loss
+
+    def forward(self, z, y):
+        return self.inner.forward(z, y)
+
+    def backward(self):
+        return self.inner.backward()
+
+    def predict(self, z):
+        return self.inner.predict(z)

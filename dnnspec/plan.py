@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UserError
+from .losses import Reconstruction
 from .program import Program
 from .ops.base import Op, Var
 from .registry import suggest
@@ -115,6 +116,8 @@ class Plan:
         self.dtype = np.dtype(dtype)
         self.ops: list[Op] = [spec.build() for spec in program.ops]
         self.loss = program.train.loss.build()
+        if program.train.target == "input":
+            self.loss = Reconstruction(self.loss)
         self.infos: dict[str, VarInfo] = {}
         self._pair_blocks()
         self._declare()
@@ -185,6 +188,24 @@ class Plan:
         for spec, op in zip(self.program.ops, self.ops):
             names = {local: f"{spec.name}/{local}" for local in spec.variables}
             op.bind({k: self.variables[v] for k, v in names.items()}, {k: self.grads[v] for k, v in names.items()})
+        self._tie()
+
+    def _tie(self) -> None:
+        """Bind each tied decoder (`dense(..., tied="L")`) to L's kernel, transposed (one variable,
+        used twice). The decoder writes its share of the kernel's gradient into a buffer of its
+        own, as every op overwrites its gradients; `backward` adds it after L's backward."""
+        self._tied: list[tuple[np.ndarray, np.ndarray]] = []  # (shared kernel's gradient, decoder's share)
+        self.tied_to: dict[int, str] = {}  # op index -> the shared kernel's name
+        for i, op in enumerate(self.ops):
+            source = getattr(op, "tied", "")
+            if not source:
+                continue
+            kernel = f"{source}/kernel"
+            share = np.zeros(self.variables[kernel].shape[::-1], self.dtype)
+            op.vars["kernel"], op.grads["kernel"] = self.variables[kernel].T, share
+            self.tied_to[i] = kernel
+            if self.infos[kernel].trainable:
+                self._tied.append((self.grads[kernel], share))
 
     def initialize(self, seed: int | None = None) -> None:
         """Fill every variable from its own stream derived from (seed, scoped name)."""
@@ -214,7 +235,8 @@ class Plan:
                 frozen = False
             self.inference_only.append(frozen)
         trainable_ops = [i for i, spec in enumerate(self.program.ops)
-                         if any(self.infos[n].trainable for n in spec.variable_names())]
+                         if any(self.infos[n].trainable for n in spec.variable_names())
+                         or (i in self.tied_to and self.infos[self.tied_to[i]].trainable)]
         self.first_trainable = trainable_ops[0] if trainable_ops else len(self.ops)
         for i, (spec, op) in enumerate(zip(self.program.ops, self.ops)):
             op.needs_grads = i in trainable_ops
@@ -273,6 +295,8 @@ class Plan:
                     g.fill(0.0)
                 continue
             dz = op.backward(dz, need_dx=i > stop)
+        for grad, share in self._tied:  # a tied kernel's gradient: the encoder's use plus the decoder's
+            np.add(grad, share.T, out=grad)
 
     @property
     def trainable_names(self) -> list[str]:

@@ -263,6 +263,8 @@ def read_jsonl(path: Path) -> list[Run]:
             raise UserError(f"{path}:{n}: not a JSON line (a metrics log has one JSON object per line)") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{n}: not a JSON object")
+        if row.get("phase") == "pretrain":  # a pretraining epoch (one layer's), not a point of the curves
+            continue
         rid = str(row.get("run", ""))
         run = by_id.get(rid)
         if run is None:

@@ -167,6 +167,7 @@ class TrainConfig:
     clip_value: float | None = None
     monitor: str | None = None  # "layers": per-layer statistics in the metrics log
     monitor_every: int = 100
+    target: str = "label"  # "input": the loss compares the output with the input (an autoencoder)
 
 
 @dataclass
@@ -176,6 +177,22 @@ class Reuse:
     rename_from: str
     rename_to: str
     span: Span | None
+
+
+@dataclass
+class Pretrain:
+    """The `pretrain` line: which dense layers (op names, bottom up), how, on what, where saved."""
+
+    pattern: Pattern
+    method: Component  # a "pretrainer" entry: rbm(k=...), autoencoder(loss=..., tied=..., noise=...)
+    layers: list[str]
+    epochs: int
+    batch: int
+    lr: float
+    momentum: float
+    data: str  # "unlabeled" (every training row, before train_limit) or "train"
+    checkpoint: str | None
+    span: Span | None = None
 
 
 @dataclass
@@ -190,6 +207,7 @@ class Program:
     freeze: list[tuple[Pattern, bool]] = field(default_factory=list)  # (pattern, keep updating BN stats)
     trainable: list[Pattern] = field(default_factory=list)
     reuse: list[Reuse] = field(default_factory=list)
+    pretrain: Pretrain | None = None
     collections: dict[str, list[str]] = field(default_factory=dict)
     canonical: str = ""  # the effective spec (after overrides), formatted
     warnings: list[Diagnostic] = field(default_factory=list)

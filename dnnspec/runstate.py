@@ -3,8 +3,10 @@
 A run's state is its weights, the optimizer's slots and step counter, the updater's part
 (averaging, the schedule's state, L-BFGS history) and the loop's part (epoch, best-epoch and
 early-stopping counters, the position inside the epoch, every RNG stream, best weights), plus
-the history. Each component hands its part over with `state_dict()` and takes it back with
-`load_state_dict()`; only this module knows where each part lives in the checkpoint file
+the history, and the phase record of a pretraining phase (`pretrain.Greedy`: layer, epoch,
+position, RNG streams, the method's arrays). Each component hands its part over with
+`state_dict()` and takes it back with `load_state_dict()`; only this module knows where each
+part lives in the checkpoint file
 (docs/checkpoint-format.md), so `Model.save`, `--resume` and mid-epoch saves all go through
 `capture`/`save` and `restore`.
 """
@@ -15,11 +17,14 @@ from pathlib import Path
 
 from .ckpt import hdf5
 from .errors import CheckpointError
+from .pretrain import Greedy
 from .program import Program, memberships
 from .train.loop import Trainer
 
+PRETRAIN_PREFIX = "pretrain_"  # the pretraining phase's arrays beside the loop's in /state
 
-def capture(program: Program, trainer: Trainer) -> hdf5.Checkpoint:
+
+def capture(program: Program, trainer: Trainer, pretraining: Greedy | None = None) -> hdf5.Checkpoint:
     """The whole state of a run as a checkpoint object (arrays copied)."""
     plan, up = trainer.plan, trainer.updater
     member = memberships(program.collections, plan.variables)
@@ -32,17 +37,22 @@ def capture(program: Program, trainer: Trainer) -> hdf5.Checkpoint:
     up_state, up_arrays = up.state_dict()
     state.update(up_state)
     arrays.update({k: v.copy() for k, v in up_arrays.items()})
+    if pretraining is not None:
+        phase, phase_arrays = pretraining.state_dict()
+        state["pretrain"] = phase
+        arrays.update({PRETRAIN_PREFIX + k: v for k, v in phase_arrays.items()})
     history = [{k: v for k, v in row.items() if k != "best"} for row in trainer.state.history]
     return hdf5.Checkpoint(program.canonical, variables, optimizer, state, history, dict(program.collections),
                            state_arrays=arrays)
 
 
-def save(path, program: Program, trainer: Trainer) -> Path:
+def save(path, program: Program, trainer: Trainer, pretraining: Greedy | None = None) -> Path:
     """Write the run's state as an HDF5 checkpoint (atomically)."""
-    return hdf5.save(path, capture(program, trainer))
+    return hdf5.save(path, capture(program, trainer, pretraining))
 
 
-def restore(ckpt: hdf5.Checkpoint, program: Program, trainer: Trainer, strict: bool = True) -> None:
+def restore(ckpt: hdf5.Checkpoint, program: Program, trainer: Trainer, strict: bool = True,
+            pretraining: Greedy | None = None) -> None:
     """Put a checkpoint's weights, slots, step and training state back into a run of the same spec."""
     plan, up = trainer.plan, trainer.updater
     missing = [n for n in plan.variables if n not in ckpt.variables]
@@ -67,3 +77,11 @@ def restore(ckpt: hdf5.Checkpoint, program: Program, trainer: Trainer, strict: b
     up.load_state_dict(ckpt.state, ckpt.state_arrays)
     trainer.load_state_dict(ckpt.state, ckpt.state_arrays)
     trainer.state.history = [dict(row) for row in ckpt.history]
+    if pretraining is not None:
+        phase = ckpt.state.get("pretrain")
+        if phase is not None:
+            n = len(PRETRAIN_PREFIX)
+            pretraining.load_state_dict(phase, {k[n:]: v for k, v in ckpt.state_arrays.items()
+                                                if k.startswith(PRETRAIN_PREFIX)})
+        elif up.t > 0 or trainer.state.epoch > 0:
+            pretraining.finish()  # a supervised run's checkpoint without a phase record: past pretraining

@@ -93,6 +93,9 @@ class Outputs:
                 check_output(path, hdf5.is_checkpoint, "checkpoint", replace_ours=True)
         if self.log is not None:
             check_output(self.log, is_metrics_log, "metrics log (JSON lines)", replace_ours=True)
+        if program.pretrain is not None and program.pretrain.checkpoint:
+            check_output(Path(program.pretrain.checkpoint), hdf5.is_checkpoint, "checkpoint", replace_ours=True)
+            check_writable(Path(program.pretrain.checkpoint))
         if program.train.snapshots and program.train.checkpoint:
             for i in (1, 2):  # the names snapshots take: ordinary checkpoints of this run
                 check_output(snapshot_path(program, i), hdf5.is_checkpoint, "checkpoint", replace_ours=True)
@@ -220,8 +223,11 @@ def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks
                 if idle:
                     log(idle)
             splits = model.load_data()
+            run_id = time.strftime("%Y%m%dT%H%M%S")
+            if model.pretraining is not None and not model.pretraining.done:
+                _pretrain(model, splits, out, signals, run_id, log)
             try:
-                history = _train(model, splits, out, reporter, signals, monitor, hooks)
+                history = _train(model, splits, out, reporter, signals, monitor, hooks, run_id)
             finally:
                 for hook in hooks:
                     hook.close()
@@ -237,10 +243,46 @@ def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks
             raise _interrupted(model, out, signals.exit_code, saved=False) from None
 
 
-def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts, monitor=None, hooks=()) -> list[dict]:
+def _pretrain(model: Model, splits, out: Outputs, signals: Interrupts, run_id: str, log) -> None:
+    """The pretraining phase with the same saving and stopping as training: the latest state
+    (with the phase record) after every epoch and at a signal, the pretrain checkpoint after
+    every layer, a metrics-log line per layer and epoch."""
+    pre = model.program.pretrain
+    target = Path(pre.checkpoint) if pre.checkpoint else None
+
+    def on_step(greedy):
+        if signals.received is not None:
+            raise _Stop
+
+    def on_epoch_end(greedy, row):
+        if out.latest is not None:
+            model.save(out.latest)
+        if out.log is not None:
+            append_line(out.log, json.dumps({"run": run_id, **row}))
+        log(f"pretrain {row['layer']} epoch {row['epoch']}/{pre.epochs}: reconstruction error {row['loss']:.4f} "
+            f"({row['seconds']:.1f}s)")
+        if signals.received is not None:
+            raise _Stop
+
+    def on_layer_end(greedy, name):
+        if target is not None:
+            model.save(target)
+            log(f"pretrained {name}: saved {target}")
+
+    try:
+        model.pretrain(model.unlabeled_inputs(splits), on_step=on_step, on_epoch_end=on_epoch_end,
+                       on_layer_end=on_layer_end)
+    except _Stop:
+        if out.latest is not None:
+            model.save(out.latest)  # the phase's state at this step: resumable exactly
+        raise _interrupted(model, out, signals.exit_code, saved=True) from None
+
+
+def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts, monitor=None, hooks=(),
+           run_id: str | None = None) -> list[dict]:
     """Fit with the saving hooks; a signal stops at the next safe point with the state saved."""
     program, cfg = model.program, model.program.train
-    run_id = time.strftime("%Y%m%dT%H%M%S")
+    run_id = run_id or time.strftime("%Y%m%dT%H%M%S")
     saved_at: list[int] = []  # the step of the last save of the latest state
 
     def save_latest(trainer):
@@ -286,6 +328,10 @@ def _train(model: Model, splits, out: Outputs, reporter, signals: Interrupts, mo
 def _interrupted(model: Model, out: Outputs, code: int, saved: bool) -> RunInterrupted:
     st = model.trainer.state
     where = f"epoch {st.epoch + (1 if st.position else 0)}, step {model.step}"
+    greedy = model.pretraining
+    if greedy is not None and not greedy.done:
+        ps = greedy.state
+        where = f"pretraining {greedy.layer_name()}, epoch {ps.epoch + (1 if ps.position else 0)}"
     resumable = str(out.latest) if out.latest is not None and out.latest.is_file() else None
     if resumable is None:
         msg = f"interrupted at {where}; nothing saved (the spec writes no checkpoint)"

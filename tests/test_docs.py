@@ -88,6 +88,8 @@ def _suits(spec, key: str) -> bool:
     path = key.split(".")
     if path[0] == "train":
         return True
+    if path[0] == "pretrain":
+        return any(s.key == "pretrain" for s in spec.of_type(ast.Setting))
     if path[0] == "data":
         from dnnspec.registry import REGISTRIES
 

@@ -77,3 +77,13 @@ def test_transfer_learning_story(in_tmp):
     verify = CliRunner().invoke(main, ["ckpt", "verify", "checkpoints/transfer_reuse.h5", "dnn/hidden[123]/",
                                        "--against", "checkpoints/transfer_base.h5"])
     assert verify.exit_code == 0, verify.output
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_file(), reason="shared/data/mnist.npz is not present")
+def test_rbm_pretraining_beats_random_init_with_1000_labels(in_tmp):
+    # docs/results.md "Unsupervised pretraining", with 20 fine-tuning epochs instead of 50
+    data = f'data.path="{SHARED_MNIST}"'
+    scratch = run_spec("mnist_1k_sigmoid.dnn", data, "train.epochs=20")
+    dbn = run_spec("mnist_1k_sigmoid_rbm.dnn", data, "train.epochs=20")
+    assert dbn["test_accuracy"] > scratch["test_accuracy"] + 0.03, (scratch["test_accuracy"], dbn["test_accuracy"])
+    assert (in_tmp / "checkpoints" / "mnist_1k_dbn_pretrain.h5").is_file()

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from .. import catalog
 from ..errors import MAX_ERRORS, Diagnostic, Diagnostics, SpecError, TooManyErrors, UserError
 from ..registry import suggestion_budget
-from ..program import EarlyStopping, OpSpec, Program, Reuse, TrainConfig
+from ..program import EarlyStopping, OpSpec, Pretrain, Program, Reuse, TrainConfig
 from ..syntax import ast
 from ..syntax.fmt import format_spec
 from ..syntax.parser import parse
@@ -145,6 +145,12 @@ def _assemble(ctx: Context) -> None:
     program.reuse = [Reuse(s.value, s.options["scope"], s.options["from"], s.options["to"], s.span)
                      for s in ctx.top.get("reuse", [])]
     program.allow = [str(s.value).strip().upper() for s in ctx.top.get("allow", [])]
+    for s in ctx.top.get("pretrain", []):
+        o = s.options
+        method = o["method"] if not isinstance(o["method"], str) else resolve_component(
+            "pretrainer", o["method"], s.span, ctx.diags)
+        program.pretrain = Pretrain(s.pattern, method, [], o["epochs"], o["batch"], o["lr"], o["momentum"],
+                                    o["data"], o["checkpoint"] or None, s.span)
     program.setting_spans = {k: v[0].span for k, v in ctx.train.items() if v}
     ctx.program = program
 
@@ -204,6 +210,95 @@ def _path_text(e: ast.Expr) -> str | None:
     return None
 
 
+def _pretraining(ctx: Context) -> None:
+    """The layers a `pretrain` line names: dense layers with a bias (what is pretrained is a
+    kernel and a hidden bias), bottom up; an RBM needs sigmoid units."""
+    p = ctx.program
+    if p is None or p.pretrain is None:
+        return
+    pre, ops = p.pretrain, p.ops
+    matched = [i for i, op in enumerate(ops) if op.variables and any(pre.pattern.match(n) for n in op.variable_names())]
+    if not matched:
+        names = p.variable_names()
+        listing = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
+        ctx.diags.error("E060", f"pattern {pre.pattern.text!r} of 'pretrain' matches no variable", pre.pattern.span,
+                        hint=f"variables: {listing}")
+        return
+    method = pre.method.build()
+    for i in matched:
+        op = ops[i]
+        if op.kind != "dense" or "bias" not in op.variables or "kernel" not in op.variables:
+            why = (f"it is a {op.kind} layer" if op.kind != "dense" else "it has no bias" if "bias" not in op.variables
+                   else "its kernel is another layer's (tied)")
+            ctx.diags.error("E062", f"pretrain matches '{op.layer}', which cannot be pretrained: {why}; only dense "
+                                    "layers with a bias (a kernel and a hidden bias) are pretrained",
+                            pre.pattern.span or pre.span,
+                            hint="narrow the pattern to dense layers")
+            continue
+        after = ops[i + 1].kind if i + 1 < len(ops) and ops[i + 1].component.kind == "activation" else "linear"
+        if method.needs_sigmoid and after != "sigmoid":
+            ctx.diags.error("E062", f"pretrain method={pre.method.name} on '{op.layer}', whose units are {after}: "
+                                    "contrastive divergence samples binary stochastic units, whose probability of "
+                                    "being on is σ(x W + c), so an RBM layer must be a sigmoid layer", pre.span,
+                            hint="use activation=sigmoid on that layer, or method=autoencoder")
+            continue
+        pre.layers.append(op.name)
+
+
+def _tied(ctx: Context) -> None:
+    """`dense(..., tied="L")`: L is an earlier dense layer with a kernel of its own, whose
+    transpose fits this layer (L maps n -> m, this one m -> n)."""
+    p = ctx.program
+    if p is None:
+        return
+    layers = {op.name: (i, op) for i, op in enumerate(p.ops) if op.component.kind == "layer"}
+    for i, op in enumerate(p.ops):
+        source = op.component.kwargs.get("tied") if op.kind == "dense" else None
+        if not source:
+            continue
+        if source not in layers:
+            from ..registry import suggest
+
+            best = suggest(source, layers)
+            ctx.diags.error("E010", f"'{op.layer}' is tied to '{source}', which is not a layer of the model"
+                            + (f" — did you mean '{best}'?" if best else ""), op.span,
+                            hint=None if best else "tied= names a dense layer by its scoped name, e.g. dnn/hidden1")
+            continue
+        j, target = layers[source]
+        if target.kind != "dense" or "kernel" not in target.variables or j >= i:
+            why = ("it comes after it" if j >= i else "it has no kernel of its own" if target.kind == "dense"
+                   else f"it is a {target.kind} layer")
+            ctx.diags.error("E025", f"'{op.layer}' cannot be tied to '{source}': {why}; tied= names an earlier "
+                                    "dense layer, whose kernel this one uses transposed", op.span)
+        elif (target.n_in, target.n_out) != (op.n_out, op.n_in):
+            ctx.diags.error("E025", f"'{op.layer}' ({op.n_in} -> {op.n_out}) cannot use the transpose of "
+                                    f"'{source}''s kernel ({target.n_in} x {target.n_out}): a tied layer maps "
+                                    f"{target.n_out} -> {target.n_in}", op.span)
+        else:
+            op.notes[:] = [n for n in op.notes if not n.startswith("init=")]  # it initializes no kernel
+            op.notes.append(f"kernel: {source}/kernel transposed (tied)")
+
+
+def _reconstruction(ctx: Context) -> None:
+    """`loss ... target=input`: the output reconstructs the input, and there is no accuracy."""
+    p = ctx.program
+    if p is None or p.train.target != "input":
+        return
+    span = p.setting_spans.get("loss")
+    if p.ops and p.output_width != p.input_width:
+        last = p.ops[-1]
+        ctx.diags.error("E048", f"the last layer '{last.layer}' has width {p.output_width}, but loss target=input "
+                                f"reconstructs input '{p.input_name}' of width {p.input_width}", last.span,
+                        hint=f"make the last layer {p.input_width} wide")
+    cfg = p.train
+    uses = [("early_stopping", cfg.early_stopping.monitor)] if cfg.early_stopping else []
+    uses += [("checkpoint", cfg.best)] if cfg.best else []
+    for key, metric in uses:
+        if "accuracy" in metric:
+            ctx.diags.error("E025", f"{key} uses {metric}, but a reconstruction (loss target=input) has no accuracy",
+                            p.setting_spans.get(key) or span, hint="monitor val_loss (or loss) instead")
+
+
 def _data_shapes(ctx: Context) -> None:
     """Built-in datasets know their widths statically: check them against input and output."""
     p = ctx.program
@@ -225,6 +320,8 @@ def data_shape_errors(program: Program, n_features: int, n_classes: int | None, 
     if n_features != program.input_width:
         out.error("E047", f"input '{program.input_name}' has width {program.input_width} but the data has "
                           f"{n_features} features", input_span)
+    if program.train.target == "input":  # the output reconstructs the input: its width is checked statically
+        return out.items
     loss = program.train.loss.build()
     want = loss.out_width(n_classes, label_width)
     if want is not None and program.ops and want != program.output_width:
@@ -246,7 +343,8 @@ def _lints(ctx: Context) -> None:
             lint(ctx.program, ctx.diags)
 
 
-PASSES = (_definitions, _expand, _training, _assemble, _patterns, _data_shapes, _lints)
+PASSES = (_definitions, _expand, _training, _assemble, _patterns, _tied, _pretraining, _reconstruction, _data_shapes,
+          _lints)
 
 
 def check(spec: ast.Spec, overrides: Sequence[str] = ()) -> Program:

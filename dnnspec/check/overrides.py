@@ -22,7 +22,7 @@ from ..errors import Diagnostics, SpecError, Span
 from ..registry import REGISTRIES, suggest
 from ..syntax import ast
 from ..syntax.parser import parse_expr
-from .settings import TRAIN_KEYS
+from .settings import TOP_KEYS, TRAIN_KEYS
 from .values import annotation_text
 
 EXAMPLE = "e.g. --set train.epochs=3, --set train.optimizer.lr=0.01, --set data.path=other.npz"
@@ -115,6 +115,8 @@ def _resolve(spec: ast.Spec, path: list[str], spans: list[Span], key_span: Span,
             return _replace_statement(spec, target, replace(target, source=source))
 
         return _Target(apply, annotation)
+    if head == "pretrain" and len(path) == 2 and all(path):
+        return _pretrain_target(spec, path[1], spans, diags)
     name = path[1] if head == "let" and len(path) == 2 else head if len(path) == 1 else None
     if name is not None and name in lets:
         let = next(s for s in spec.of_type(ast.Let) if s.name == name)
@@ -122,9 +124,29 @@ def _resolve(spec: ast.Spec, path: list[str], spans: list[Span], key_span: Span,
     best = suggest(".".join(path), ["train", "data", *lets]) if len(path) == 1 else None
     diags.error("E055", f"unknown override key '{'.'.join(path)}'" + (f" — did you mean '{best}'?" if best else ""),
                 key_span,
-                hint="use train.KEY, train.KEY.PARAM, data.PARAM or the name of a `let` variable"
+                hint="use train.KEY, train.KEY.PARAM, data.PARAM, pretrain.OPTION or the name of a `let` variable"
                      + (f" ({', '.join(sorted(lets))})" if lets else ""))
     return None
+
+
+def _pretrain_target(spec: ast.Spec, option: str, spans: list[Span], diags: Diagnostics) -> _Target | None:
+    """`pretrain.OPTION`: an option of the spec's `pretrain` line (`pretrain.epochs=1`)."""
+    line = next((s for s in spec.of_type(ast.Setting) if s.key == "pretrain"), None)
+    if line is None:
+        diags.error("E055", "override of pretrain, but the spec has no `pretrain` line", spans[0])
+        return None
+    options = TOP_KEYS["pretrain"].options
+    if option not in options:
+        try:
+            _unknown(option, f"option '{option}' for 'pretrain'", list(options), "", spans[1], diags)
+        except _BadKey:
+            return None
+
+    def apply(v: ast.Expr) -> ast.Spec:
+        kwargs = [k for k in line.kwargs if k.name != option] + [ast.Kwarg(option, v, spans[1])]
+        return _replace_statement(spec, line, replace(line, kwargs=tuple(kwargs)))
+
+    return _Target(apply, options[option][0])
 
 
 class _BadKey(Exception):

@@ -35,7 +35,9 @@ class Key:
 
 
 TRAIN_KEYS: dict[str, Key] = {
-    "loss": Key("the loss on the last layer's output", Ref("loss"), "softmax_cross_entropy"),
+    "loss": Key("the loss on the last layer's output; target=input compares it with the input itself (an "
+                "autoencoder: no labels, no accuracy)", Ref("loss"), "softmax_cross_entropy",
+                {"target": (Choice("label", "input"), "label")}, option_fields={"target": "target"}),
     "optimizer": Key("the optimizer", Ref("optimizer"), "adam"),
     "schedule": Key("learning-rate schedule, counted per step (batch) or per epoch", Ref("schedule"), "constant",
                     {"per": (Choice("epoch", "step"), "epoch"), "warmup": (Int(ge=0), 0),
@@ -85,6 +87,14 @@ TOP_KEYS: dict[str, Key] = {
     "trainable": Key("train only the variables matching the pattern", str, repeat=True),
     "reuse": Key("load matching variables from another checkpoint before training", str,
                  options={"scope": (str, ""), "from": (str, ""), "to": (str, "")}, repeat=True),
+    "pretrain": Key("before training, train the matching dense layers one at a time, bottom up, without labels "
+                    "(greedy layer-wise pretraining): method=rbm(k=1) (sigmoid layers, CD-k) or "
+                    "method=autoencoder(loss=mse, tied=true, noise=0), with SGD at lr and momentum; data=unlabeled "
+                    "uses every training row (before train_limit), data=train the training set; checkpoint= saves "
+                    "the pretrained weights after each layer", str,
+                    options={"method": (Ref("pretrainer"), "rbm"), "epochs": (Int(ge=1), 5),
+                             "batch": (Int(ge=1), 20), "lr": (Float(gt=0), 0.1), "momentum": (Float(ge=0, lt=1), 0.0),
+                             "data": (Choice("unlabeled", "train"), "unlabeled"), "checkpoint": (str, "")}),
     "collection": Key("name a list of variables, layers and outputs", None, repeat=True),
     "allow": Key("silence a lint by its code, e.g. allow \"W108\"", str, repeat=True),
 }
@@ -170,7 +180,7 @@ def _check_one(s: ast.Setting, key: Key, env: Env, diags: Diagnostics) -> Settin
     elif s.on is not None:
         diags.error("E053", f"'{s.key}' takes no `on` pattern", s.on.span)
         ok = False
-    if s.key in ("freeze", "trainable") and isinstance(value, str):
+    if s.key in ("freeze", "trainable", "pretrain") and isinstance(value, str):
         pattern = checked_pattern(value, s.value.span, diags)
         ok = ok and pattern is not None
     if s.key == "reuse" and options.get("scope"):

@@ -88,9 +88,11 @@ def _print_result(r: dict) -> None:
     parts = [f"{n} epoch{'s' if n != 1 else ''} in {r['seconds']:.1f}s"]
     if r.get("stopped_early"):
         parts.append(f"stopped early at epoch {r['last_epoch']}")
-    if r.get("train_accuracy") is not None:
-        parts.append(f"train_accuracy {r['train_accuracy']:.4f} (epoch {r['last_epoch']}, running)")
-    scored = [k for k in ("val_accuracy", "test_accuracy") if r.get(k) is not None]
+    # a run without accuracy (a reconstruction, a regression) is summed up by its losses
+    metric = "accuracy" if r.get("train_accuracy") is not None else "loss"
+    if r.get(f"train_{metric}") is not None:
+        parts.append(f"train_{metric} {r[f'train_{metric}']:.4f} (epoch {r['last_epoch']}, running)")
+    scored = [k for k in (f"val_{metric}", f"test_{metric}") if r.get(k) is not None]
     if scored:
         source = r["weights"] + (f", epoch {r['weights_epoch']}" if r.get("weights_epoch") else "")
         parts.append(", ".join(f"{k} {r[k]:.4f}" for k in scored) + f" ({source})")

@@ -28,15 +28,22 @@ def _keep_mask(rng: np.random.Generator, m: np.ndarray, rate: float) -> np.ndarr
 # ---------------------------------------------------------------- dense family
 @LAYERS.register("dense")
 class Dense(Op):
-    """Fully connected: y = x @ kernel + bias, kernel of shape (n_in, units) as in Keras."""
+    """Fully connected: y = x @ kernel + bias, kernel of shape (n_in, units) as in Keras.
+
+    ``tied="dnn/hidden1"`` makes a decoder that uses the transpose of that layer's kernel (and
+    its own bias): the op declares no kernel; the plan binds the transposed view and a gradient
+    buffer of its own, and adds that buffer into the shared kernel's gradient after the encoder's
+    backward (which overwrites it), so the kernel's gradient is the sum of both uses."""
 
     # The checker turns `activation=` into a separate activation op after this one.
     takes_activation: ClassVar[bool] = True
     n_in: int | None = None
+    tied: str = ""  # the layer whose kernel this one uses transposed ("": a kernel of its own)
 
     def __init__(self, units: Int(ge=1), init: Ref("initializer") = "auto",
-                 bias_init: Ref("initializer") = "zeros", use_bias: bool = True):
+                 bias_init: Ref("initializer") = "zeros", use_bias: bool = True, tied: str = ""):
         self.units, self.init, self.bias_init, self.use_bias = units, init, bias_init, use_bias
+        self.tied = tied
 
     def columns(self) -> int:
         """Width of the kernel (maxout has k columns per unit)."""
@@ -47,7 +54,7 @@ class Dense(Op):
 
     def variables(self, n_in):
         self.n_in = n_in
-        v = {"kernel": Var((n_in, self.columns()), self.init, True, "kernel")}
+        v = {} if self.tied else {"kernel": Var((n_in, self.columns()), self.init, True, "kernel")}
         if self.use_bias:
             v["bias"] = Var((self.columns(),), self.bias_init, True, "bias")
         return v
@@ -74,6 +81,7 @@ class Dense(Op):
 
     def describe(self):
         text = f"{self.registered_name} {self.n_in if self.n_in is not None else '?'}->{self.units}"
+        text += f" (kernel: {self.tied}/kernel transposed)" if self.tied else ""
         return text if self.use_bias else text + " (no bias)"
 
 

@@ -105,7 +105,7 @@ def curve(root: Path, name: str, key: str) -> list[tuple[int, float]]:
                     row = json.loads(line)
                 except ValueError:
                     continue
-                if key in row and isinstance(row.get("epoch"), int):
+                if key in row and isinstance(row.get("epoch"), int) and row.get("phase") != "pretrain":
                     points[row["epoch"]] = float(row[key])
     except OSError:
         return []

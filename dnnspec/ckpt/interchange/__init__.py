@@ -125,6 +125,8 @@ def export_model(program: Program, variables: Variables, fmt: str, path, *, step
     f = get_format(fmt)
     if not f.exporter:
         raise UserError(f"exporting to {fmt} is not supported")
+    if fmt != "npz":  # arrays by scoped name carry a tied kernel once, as it is
+        refuse_tied(program, f"export to {fmt}")
     if f.needs_step:
         if step is None:
             raise TypeError(f"exporting to {fmt} needs step= (the number of updates done, which {fmt} files store)")
@@ -132,11 +134,22 @@ def export_model(program: Program, variables: Variables, fmt: str, path, *, step
     return f.function(f.exporter)(program, variables, Path(path), **options)
 
 
+def refuse_tied(program: Program, action: str) -> None:
+    """Tied layers (`dense(..., tied=...)`: one kernel used twice) have no layer-by-layer
+    counterpart in the other formats' files: a UserError naming them rather than a wrong model."""
+    tied = [f"{op.layer} (tied to {op.component.kwargs['tied']})" for op in program.ops
+            if op.kind == "dense" and op.component.kwargs.get("tied")]
+    if tied:
+        raise UserError(f"{action} does not support tied layers, whose kernel is another layer's transposed: "
+                        f"{', '.join(tied)}; export to npz (arrays by scoped name) instead")
+
+
 def model_code(program: Program, fmt: str, weights: str | None = None, probabilities: bool = False) -> str:
     """Python source defining the model equivalent to `program` in the target library."""
     f = get_format(fmt)
     if not f.code:
         raise UserError(f"{fmt} files carry their own graph: there is no model code to write")
+    refuse_tied(program, f"{fmt} model code")
     return f.function(f.code)(program, weights=weights, probabilities=probabilities)
 
 
@@ -499,6 +512,7 @@ def assign_layers(program: Program, variables: Variables, source: Source | list,
     `mapping`."""
     if not isinstance(source, Source):  # a plain list of layers in a stated order
         source = Source(fmt or "", str(path), layers=source, order="the order given")
+    refuse_tied(program, f"importing layers from {source.fmt or 'a file'}")
     fmt, path = source.fmt, source.path
     wanted = _scope_filter(variables, scope)
     report = ImportReport(fmt, str(path), scope=scope)
