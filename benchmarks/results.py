@@ -1,6 +1,6 @@
 """Run the experiment specs of docs/results.md and rewrite its tables from the measurements.
 
-    python benchmarks/results.py                      # every experiment (15-20 minutes on 2 cores)
+    python benchmarks/results.py                      # every experiment (about 25 minutes on 2 cores)
     python benchmarks/results.py --only mnist_nag_bn  # one spec (repeatable); other rows are kept
     python benchmarks/results.py --render             # rewrite the tables from the stored data only
 
@@ -67,6 +67,12 @@ GROUPS: dict[str, list[Row]] = {
         Row("fashion_l2", "+ L2 1e-4 on the kernels"),
         Row("fashion_dropout", "+ dropout 0.2 after each hidden layer"),
         Row("fashion_early_stopping", "+ early stopping (val_loss, patience 5, restore best)"),
+    ],
+    "augment": [
+        Row("mnist_1k_elu", "300-100 ELU + He, Adam; 1,000 training examples"),
+        Row("mnist_1k_elu_augment", "the same + shift(2), rotate(10)"),
+        Row("mnist_elu", "300-100 ELU + He, Adam; 55,000 training examples"),
+        Row("mnist_elu_augment", "the same + shift(2), rotate(10)"),
     ],
 }
 GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_sigmoid9_normal": "sigmoid",

@@ -17,6 +17,7 @@ CATALOGUE_MODULES = (
     "dnnspec.losses",
     "dnnspec.regularizers",
     "dnnspec.datasets",
+    "dnnspec.augment",
 )
 
 

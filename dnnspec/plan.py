@@ -188,9 +188,10 @@ class Plan:
     def cacheable_prefix(self) -> int:
         """How many leading ops compute the same output in training as at inference, so their
         output for the whole data set can be computed once (frozen-layer caching): the frozen
-        prefix, if it holds no random op and no batch norm that still updates statistics."""
+        prefix, if it holds no random op and no batch norm that still updates statistics, and the
+        inputs are not augmented."""
         k = self.first_trainable
-        if k == 0 or k >= len(self.ops):
+        if k == 0 or k >= len(self.ops) or self.program.augment is not None:  # augmented inputs change every batch
             return 0
         for i in range(k):
             stateful = any(not self.infos[n].declared_trainable for n in self.program.ops[i].variable_names())
