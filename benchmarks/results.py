@@ -1,6 +1,6 @@
 """Run the experiment specs of docs/results.md and rewrite its tables from the measurements.
 
-    python benchmarks/results.py                      # every experiment (15-20 minutes on 2 cores)
+    python benchmarks/results.py                      # every experiment (about 25 minutes on 2 cores)
     python benchmarks/results.py --only mnist_nag_bn  # one spec (repeatable); other rows are kept
     python benchmarks/results.py --render             # rewrite the tables from the stored data only
 
@@ -72,6 +72,12 @@ GROUPS: dict[str, list[Row]] = {
         Row("mnist_1k_sigmoid", "784-256x3-10 sigmoid, random (Glorot) init, 1,000 labels"),
         Row("mnist_1k_sigmoid_rbm", "the same, hidden layers pretrained as RBMs (CD-1, a DBN)"),
         Row("mnist_1k_sigmoid_ae", "the same, pretrained as tied denoising autoencoders"),
+    ],
+    "augment": [
+        Row("mnist_1k_elu", "300-100 ELU + He, Adam; 1,000 training examples"),
+        Row("mnist_1k_elu_augment", "the same + shift(2), rotate(10)"),
+        Row("mnist_elu", "300-100 ELU + He, Adam; 55,000 training examples"),
+        Row("mnist_elu_augment", "the same + shift(2), rotate(10)"),
     ],
 }
 GRADIENT_SPECS = {"mnist_sigmoid9": "sigmoid", "mnist_sigmoid9_normal": "sigmoid",

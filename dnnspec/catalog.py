@@ -19,6 +19,7 @@ CATALOGUE_MODULES = (
     "dnnspec.regularizers",
     "dnnspec.datasets",
     "dnnspec.pretrain",
+    "dnnspec.augment",
 )
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .registry import Float, Int, Registry
+from .registry import Float, Int, Refs, Registry, Shape
 
 DATASETS = Registry("dataset")
 
@@ -136,7 +136,12 @@ class LabelCensus:
 
 
 class Dataset:
-    """Base of every data source."""
+    """Base of every data source. File-based ones also take ``image=[h, w]`` (the shape of an
+    example, channels last) and ``augment=[...]`` (dnnspec.augment): the checker lifts both into
+    `Program.augment`; loading ignores them."""
+
+    image: tuple[int, ...] = ()
+    augment: tuple = ()
 
     def load(self, base: Path) -> Splits:
         raise NotImplementedError
@@ -575,8 +580,10 @@ class Npz(FileDataset):
         one_hot: bool = False,
         train_limit: Int(ge=0) = 0,
         classes: str = "",
+        image: Shape() = (),
+        augment: Refs("augmentation") = (),
     ):
-        self.path = path
+        self.path, self.image, self.augment = path, tuple(image), tuple(augment)
         self.options = Options(validation, scale, flatten, one_hot, train_limit, classes)
 
     def load(self, base: Path) -> Splits:
@@ -599,8 +606,10 @@ class Mnist(Npz):
         one_hot: bool = False,
         train_limit: Int(ge=0) = 0,
         classes: str = "",
+        image: Shape() = (28, 28),
+        augment: Refs("augmentation") = (),
     ):
-        super().__init__(path, validation, scale, flatten, one_hot, train_limit, classes)
+        super().__init__(path, validation, scale, flatten, one_hot, train_limit, classes, image, augment)
 
     def signature(self) -> tuple[int, int] | None:
         return _digits_signature(self.options)
@@ -622,11 +631,14 @@ class Idx(FileDataset):
         one_hot: bool = False,
         train_limit: Int(ge=0) = 0,
         classes: str = "",
+        image: Shape() = (),
+        augment: Refs("augmentation") = (),
     ):
         problem = Idx.validate(test_images=test_images, test_labels=test_labels)
         if problem:
             raise DataError(f"idx {images}: {problem}")
         self.files = {"images": images, "labels": labels, "test_images": test_images, "test_labels": test_labels}
+        self.image, self.augment = tuple(image), tuple(augment)
         self.options = Options(validation, scale, flatten, one_hot, train_limit, classes)
 
     @staticmethod
@@ -662,8 +674,10 @@ class FashionMnist(FileDataset):
         one_hot: bool = False,
         train_limit: Int(ge=0) = 0,
         classes: str = "",
+        image: Shape() = (28, 28),
+        augment: Refs("augmentation") = (),
     ):
-        self.root = root
+        self.root, self.image, self.augment = root, tuple(image), tuple(augment)
         self.options = Options(validation, scale, flatten, one_hot, train_limit, classes)
 
     def load(self, base: Path) -> Splits:
@@ -717,12 +731,15 @@ class Csv(FileDataset):
         train_limit: Int(ge=0) = 0,
         classes: str = "",
         regression: bool = False,
+        image: Shape() = (),
+        augment: Refs("augmentation") = (),
     ):
         problem = Csv.validate(delimiter=delimiter, regression=regression, one_hot=one_hot, classes=classes)
         if problem:
             raise DataError(f"csv {path}: {problem}")
         self.path, self.label, self.header = path, label, header
         self.delimiter, self.test, self.regression = delimiter, test, regression
+        self.image, self.augment = tuple(image), tuple(augment)
         self.options = Options(validation, scale, True, one_hot, train_limit, classes)
 
     @staticmethod

@@ -244,9 +244,10 @@ class Plan:
     def cacheable_prefix(self) -> int:
         """How many leading ops compute the same output in training as at inference, so their
         output for the whole data set can be computed once (frozen-layer caching): the frozen
-        prefix, if it holds no random op and no batch norm that still updates statistics."""
+        prefix, if it holds no random op and no batch norm that still updates statistics, and the
+        inputs are not augmented."""
         k = self.first_trainable
-        if k >= len(self.ops):
+        if k >= len(self.ops) or self.program.augment is not None:  # augmented inputs change every batch
             return 0
         k = self._block_start[k]  # never between a block's begin and its add
         if k == 0:

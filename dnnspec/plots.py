@@ -501,3 +501,37 @@ def layer_curves(runs: Sequence[Run], title: str | None = None):
     fig.suptitle(title or "Layers during training", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- augmentation
+def augment_grid(originals, augmented, image: tuple[int, ...], title: str, steps: str):
+    """`dnnspec augment`: one row per example, the original in the first column, augmented
+    versions beside it; every image of a row drawn on the original's value range (grey, or RGB
+    for 3 channels), so noise and the zero fill show as they are."""
+    import numpy as np
+
+    plt = pyplot()
+    rows, cols = len(originals), 1 + len(augmented)
+    h, w = image[0], image[1]
+    channels = image[2] if len(image) == 3 else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.6, 1.1 * rows + 1.0), squeeze=False)
+    for i in range(rows):
+        lo, hi = float(originals[i].min()), float(originals[i].max())
+        hi = hi if hi > lo else lo + 1.0
+        for j in range(cols):
+            ax = axes[i][j]
+            values = originals[i] if j == 0 else augmented[j - 1][i]
+            img = values.reshape(h, w, channels)
+            if channels == 3:
+                ax.imshow(np.clip((img - lo) / (hi - lo), 0, 1), interpolation="nearest")
+            else:
+                ax.imshow(img[:, :, 0], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("original" if j == 0 else f"augmented {j}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"example {i + 1}", fontsize=8)
+    fig.suptitle(f"{title}\n{steps}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig

@@ -196,6 +196,18 @@ class Pretrain:
 
 
 @dataclass
+class Augmentation:
+    """The data's augmentation (checked): what changes each training batch, the image shape."""
+
+    steps: tuple[Component, ...]  # kind "augmentation", in the order written
+    image: tuple[int, ...]  # (height, width[, channels]); () when the data declares none
+    span: Span | None = None  # where `augment=` is written
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(map(str, self.steps)) + "]"
+
+
+@dataclass
 class Program:
     file: str
     model_name: str
@@ -204,6 +216,7 @@ class Program:
     ops: list[OpSpec]
     train: TrainConfig
     data: Component | None = None
+    augment: Augmentation | None = None  # applied to training batches only (dnnspec.augment)
     freeze: list[tuple[Pattern, bool]] = field(default_factory=list)  # (pattern, keep updating BN stats)
     trainable: list[Pattern] = field(default_factory=list)
     reuse: list[Reuse] = field(default_factory=list)

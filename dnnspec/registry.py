@@ -109,6 +109,36 @@ class Ref:
 
 
 @dataclass(frozen=True)
+class Refs:
+    """A list of entries of another registry, e.g. ``augment: Refs("augmentation")`` for
+    ``augment=[shift(2), flip_horizontal]``; the checker resolves it to a tuple of `Component`s."""
+
+    kind: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}, ...]"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An image shape ``[height, width]`` or ``[height, width, channels]`` of positive integers
+    (``[]``: none declared); converted to a tuple."""
+
+    def convert(self, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a shape like [28, 28] or [32, 32, 3], got {describe(value)}")
+        if len(value) not in (0, 2, 3):
+            raise ValueError(f"must be [height, width] or [height, width, channels], got {len(value)} number{'s' * (len(value) != 1)}")
+        out = tuple(Int(ge=1, le=1 << 16).convert(v) for v in value)
+        if math.prod(out) > 1 << 26:
+            raise ValueError(f"must hold at most {1 << 26:,} values per example, got {math.prod(out):,}")
+        return out
+
+    def __str__(self) -> str:
+        return "[height, width(, channels)]"
+
+
+@dataclass(frozen=True)
 class Symbol:
     """A bare word in a spec that is not a `let` variable (`relu`, `val_loss`)."""
 

@@ -89,4 +89,6 @@ def _default(v, annotation=None) -> str:
         return str(v).lower()
     if isinstance(v, str):
         return format_string(v) if annotation is str else v
+    if isinstance(v, tuple):  # a shape or a list of components: written as a list
+        return "[" + ", ".join(_default(x) for x in v) + "]"
     return repr(v)

@@ -13,7 +13,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "dnnspec"
 
 # module group -> the groups it must never import
-NUMERIC = ("ops", "init", "optim", "lbfgs", "pretrain", "schedules", "losses", "regularizers", "datasets", "metrics",
+NUMERIC = ("ops", "init", "optim", "lbfgs", "pretrain", "schedules", "losses", "regularizers", "datasets", "augment", "metrics",
            "plan", "train", "ckpt", "runstate", "program", "rng", "registry", "errors", "fileio", "version")
 FORBIDDEN = {
     **{g: {"syntax", "check", "api", "session", "cli", "report", "catalog"} for g in NUMERIC},

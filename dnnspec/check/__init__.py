@@ -6,13 +6,14 @@ diagnostics instead of stopping, so one run reports all independent errors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import catalog
 from ..errors import MAX_ERRORS, Diagnostic, Diagnostics, SpecError, TooManyErrors, UserError
 from ..registry import suggestion_budget
-from ..program import EarlyStopping, OpSpec, Pretrain, Program, Reuse, TrainConfig
+from ..program import Augmentation, EarlyStopping, OpSpec, Pretrain, Program, Reuse, TrainConfig
 from ..syntax import ast
 from ..syntax.fmt import format_spec
 from ..syntax.parser import parse
@@ -138,6 +139,7 @@ def _assemble(ctx: Context) -> None:
         try:
             call = evaluate(d.source, ctx.env, ctx.diags)
             program.data = resolve_component("dataset", call, d.source.span, ctx.diags)
+            program.augment = _augmentation(program, call, ctx.diags)
         except Invalid:
             pass
     program.freeze = [(s.pattern, s.options["stats"]) for s in ctx.top.get("freeze", [])]
@@ -153,6 +155,29 @@ def _assemble(ctx: Context) -> None:
                                     o["data"], o["checkpoint"] or None, s.span)
     program.setting_spans = {k: v[0].span for k, v in ctx.train.items() if v}
     ctx.program = program
+
+
+def _augmentation(program: Program, call, diags) -> Augmentation | None:
+    """The data's `augment=[...]` with its `image` shape; geometric augmentations need an image
+    shape that holds exactly the input's width."""
+    args = program.data.kwargs
+    steps = args.get("augment", ())
+    image = args.get("image", ())
+    spans = {name: (value_span or name_span) for name, _, value_span, name_span in call.kwargs}
+    image_span = spans.get("image")
+    where = spans.get("augment", call.span)
+    if image and image_span is not None and math.prod(image) != program.input_width:
+        shape = "[" + ", ".join(map(str, image)) + "]"
+        diags.error("E047", f"image={shape} holds {math.prod(image)} values per example but input "
+                            f"'{program.input_name}' has width {program.input_width}", image_span)
+    if not steps:
+        return None
+    geometric = [s.name for s in steps if s.build().geometric]
+    if geometric and not image:
+        diags.error("E025", f"augmentation '{geometric[0]}' moves pixels, so it needs the image shape: the data "
+                            f"declares none", where, hint=f"add image=[height, width] to `{program.data.name}(...)`")
+        raise Invalid
+    return Augmentation(tuple(steps), tuple(image), where)
 
 
 def _mode(mode: str, monitor: str) -> str:

@@ -34,6 +34,7 @@ CODES: dict[str, str] = {
     "W111": "AdaGrad on a long run (its rate keeps shrinking)",
     "W112": "freeze/trainable leaves nothing to train",
     "W113": "a schedule that ends before training does",
+    "W114": "augmentation declared on data that is not images (no image shape)",
 }
 
 DEEP = 5  # hidden layers that make a stack "deep" (W101, W109)
@@ -192,24 +193,33 @@ def _kernels(program) -> list[_Kernel]:
     return out
 
 
-def component_text(c) -> str:
-    """A component as a spec would write it, defaults left out: normal(stddev=1)."""
+def component_text(c, defaults: bool = False) -> str:
+    """A component as a spec would write it, defaults left out (kept with `defaults`):
+    normal(stddev=1)."""
     from ..registry import REGISTRIES, Component
 
     try:
         entry = REGISTRIES[c.kind].get(c.name)
     except Exception:  # noqa: BLE001 - a name outside the catalogue: show it whole
         return str(c)
-    defaults = {p.name: p.default for p in entry.params}
+    default_of = {p.name: p.default for p in entry.params}
     args = []
     for k, v in c.args:
-        if k in defaults and defaults[k] == v and not isinstance(v, Component):
+        if k in default_of and default_of[k] == v and not isinstance(v, Component) and not defaults:
             continue
-        text = component_text(v) if isinstance(v, Component) else (f"{v:g}" if isinstance(v, float) else
-                                                                   str(v).lower() if isinstance(v, bool) else
-                                                                   f'"{v}"' if isinstance(v, str) else str(v))
-        args.append(f"{k}={text}")
+        args.append(f"{k}={_value_text(v, defaults)}")
     return f"{c.name}({', '.join(args)})" if args else c.name
+
+
+def _value_text(v, defaults: bool) -> str:
+    from ..registry import Component
+
+    if isinstance(v, Component):
+        return component_text(v, defaults)
+    if isinstance(v, tuple):  # a list: augment=[shift(2)], image=[28, 28]
+        return "[" + ", ".join(_value_text(x, defaults) for x in v) + "]"
+    return (f"{v:g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else
+            f'"{v}"' if isinstance(v, str) else str(v))
 
 
 def _fixed(program, name: str) -> bool:
@@ -462,5 +472,20 @@ def schedule_ends_early(program, diags: Diagnostics) -> None:
                + (" - warmup" if t.warmup else "") + ")")
 
 
+def augment_without_image(program, diags: Diagnostics) -> None:
+    """W114: `augment` on data with no image shape: the features are not known to be pixels (the
+    checker already refuses geometric augmentations there), so only noise can apply, and noise on
+    tabular features is a modelling choice better made in the model (a gaussian_noise layer)."""
+    aug = program.augment
+    if aug is None or aug.image:
+        return
+    names = ", ".join(s.name for s in aug.steps)
+    _warn(program, diags, "W114", f"augment=[{names}] on data that declares no image shape: its features are "
+          "treated as values, not pixels", aug.span,
+          hint="if the examples are images, add image=[height, width]; for noise on other features, a "
+               "gaussian_noise layer after the input does the same in training")
+
+
 LINTS = (deep_saturating, softmax_before_loss, dropout_last, bias_before_batchnorm, lbfgs_full_batch,
-         momentum_without_momentum, initialization, learning_rate_range, adagrad_long, nothing_trainable, schedule_ends_early)
+         momentum_without_momentum, initialization, learning_rate_range, adagrad_long, nothing_trainable, schedule_ends_early,
+         augment_without_image)

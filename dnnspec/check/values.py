@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Diagnostics, Span
-from ..registry import REGISTRIES, REQUIRED, Component, Entry, Ref, Symbol, convert_plain, describe
+from ..registry import REGISTRIES, REQUIRED, Component, Entry, Ref, Refs, Symbol, convert_plain, describe
 from ..syntax import ast
 from ..syntax.limits import MAX_INT
 
@@ -28,6 +28,15 @@ class CallValue:
     kwargs: tuple[tuple[str, Any, Span | None, Span | None], ...]  # name, value, value span, name span
     arg_spans: tuple[Span | None, ...]
     span: Span | None
+
+
+class ListValue(list):
+    """A list's evaluated items, with the span of each, so an error in one item (an unknown
+    augmentation in ``augment=[...]``) points at that item."""
+
+    def __init__(self, items, spans):
+        super().__init__(items)
+        self.spans = tuple(spans)
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def evaluate(e: ast.Expr, env: Env, diags: Diagnostics) -> Any:
             return value
         return Symbol(e.id)
     if isinstance(e, ast.ListExpr):
-        return [evaluate(x, env, diags) for x in e.items]
+        return ListValue([evaluate(x, env, diags) for x in e.items], [blame(x, env) for x in e.items])
     if isinstance(e, ast.Call):
         args = tuple(evaluate(a, env, diags) for a in e.args)
         kwargs = tuple((k.name, evaluate(k.value, env, diags), blame(k.value, env), k.span) for k in e.kwargs)
@@ -222,6 +231,8 @@ def convert(annotation: Any, value: Any, span: Span | None, diags: Diagnostics, 
     """Convert a value to a parameter's declared type; Refs become Components."""
     if isinstance(annotation, Ref):
         return resolve_component(annotation.kind, value, span, diags)
+    if isinstance(annotation, Refs):
+        return resolve_components(annotation.kind, value, span, diags, what)
     if isinstance(value, CallValue):
         diags.error("E020", f"{what} expects {annotation_text(annotation)}, got a call '{value.name}(...)'", span)
         raise Invalid
@@ -237,6 +248,32 @@ def convert(annotation: Any, value: Any, span: Span | None, diags: Diagnostics, 
         code = "E020" if isinstance(exc, TypeError) else "E030"
         diags.error(code, f"{what} {exc}", span)
         raise Invalid from None
+
+
+def resolve_components(kind: str, value: Any, span: Span | None, diags: Diagnostics, what: str
+                       ) -> tuple[Component, ...]:
+    """A list of names or calls of registry `kind` (``[shift(2), flip_horizontal]``), each
+    checked where it is written; a single name or call is a list of one."""
+    if isinstance(value, (Symbol, CallValue)):
+        value = ListValue([value], [span])
+    if not isinstance(value, list):
+        diags.error("E020", f"{what} expects a list of {kind}s like [{_example(kind)}], got {describe(value)}", span)
+        raise Invalid
+    spans = getattr(value, "spans", ())
+    out, ok = [], True
+    for i, item in enumerate(value):
+        try:
+            out.append(resolve_component(kind, item, spans[i] if i < len(spans) else span, diags))
+        except Invalid:
+            ok = False
+    if not ok:
+        raise Invalid
+    return tuple(out)
+
+
+def _example(kind: str) -> str:
+    names = REGISTRIES[kind].names()[:2]
+    return ", ".join(names)
 
 
 def annotation_text(annotation: Any) -> str:
@@ -255,7 +292,8 @@ def resolve_component(kind: str, value: Any, span: Span | None, diags: Diagnosti
     elif isinstance(value, CallValue):
         call = value
     else:
-        diags.error("E020", f"expected the name of a {kind}, got {describe(value)}", span)
+        article = "an" if kind[0] in "aeiou" else "a"  # an initializer, an augmentation
+        diags.error("E020", f"expected the name of {article} {kind}, got {describe(value)}", span)
         raise Invalid
     if call.name == "auto" and kind == "initializer":
         return Component(kind, "auto")

@@ -186,6 +186,14 @@ def plan(spec, overrides):
     for line in p.describe():
         click.echo(line)
     click.echo(f"loss: {model.program.train.loss}")
+    aug = model.program.augment
+    if aug is not None:
+        image = "x".join(map(str, aug.image)) if aug.image else "none"
+        from ..check.lints import component_text
+
+        steps = ", ".join(component_text(c, defaults=True) for c in aug.steps)
+        click.echo(f"augment: [{steps}] on each training batch (image {image}; never on evaluation data; "
+                   "no frozen-layer cache)")
 
 
 @main.command("eval")
@@ -305,6 +313,8 @@ main.add_command(ckpt)
 from . import sweep as _sweep  # noqa: E402,F401  (registers sweep, sweep-report, ensemble)
 from .diagnose import diagnose, new, plot  # noqa: E402  (docs/diagnostics.md)
 main.add_command(diagnose), main.add_command(plot), main.add_command(new)
+from .augment import augment  # noqa: E402  (docs/language.md, "Augmentation")
+main.add_command(augment)
 
 
 def entry() -> None:

@@ -1,6 +1,7 @@
-"""The training loop: seeded shuffling, minibatches, metrics, early stopping, frozen-layer
-caching, and a complete, restorable state (exact resume, even mid-epoch). The loop knows
-nothing of files or terminals: checkpointing and progress reporting are hooks."""
+"""The training loop: seeded shuffling, minibatches (augmented when the data says so), metrics,
+early stopping, frozen-layer caching, and a complete, restorable state (exact resume, even
+mid-epoch). The loop knows nothing of files or terminals: checkpointing and progress reporting
+are hooks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..augment import Augmenter
 from ..errors import UserError
 from ..plan import Plan
 from ..rng import get_state, set_state, stream
@@ -89,6 +91,9 @@ class Trainer:
         self.on_epoch_end: Callable[[Trainer, dict], None] | None = None
         self.on_step: Callable[[Trainer], None] | None = None
         self.shuffle_rng = stream(self.cfg.seed, "shuffle")
+        aug = plan.program.augment  # training batches only: evaluation never sees it
+        self.augmenter = (Augmenter.of(aug, plan.program.input_width, stream(self.cfg.seed, "augment"))
+                          if aug is not None else None)
         self.best_weights: tuple[np.ndarray, np.ndarray] | None = None
         self.cache_frozen = self.cfg.cache_frozen
         self.cache_report: str | None = None
@@ -127,6 +132,8 @@ class Trainer:
                                                  steps_planned=(target - self.state.epoch) * n_batches)
         xb = np.empty((batch, x.shape[1]), self.plan.dtype)
         yb = np.empty((batch, *y.shape[1:]), y.dtype)
+        if self.augmenter is not None:
+            self.augmenter.allocate(batch)
         while self.state.epoch < target and not self.state.stopped_early:
             epoch = self.state.epoch
             pos = self.state.position or Position(copy.deepcopy(get_state(self.shuffle_rng)), 0)
@@ -140,6 +147,8 @@ class Trainer:
                 m = len(idx)
                 np.take(x, idx, axis=0, out=xb[:m])
                 np.take(y, idx, axis=0, out=yb[:m])
+                if self.augmenter is not None:
+                    self.augmenter(xb[:m])
                 loss, right = self.train_step(xb[:m], yb[:m], epoch, start_op)
                 self._unchecked_epoch = epoch
                 if not math.isfinite(loss):
@@ -248,6 +257,8 @@ class Trainer:
         """Frozen-layer caching: the frozen, deterministic prefix runs once over the data set."""
         k = self.plan.cacheable_prefix()
         if k == 0:
+            if self.augmenter is not None and 0 < self.plan.first_trainable < len(self.plan.ops):
+                self.cache_report = "frozen-layer cache: off (the inputs are augmented, so they change every batch)"
             return x, val, 0
         tick = time.perf_counter()
         x = prefix_outputs(self.plan, x, k)
@@ -336,6 +347,8 @@ class Trainer:
         state = {k: v for k, v in asdict(st).items() if k not in ("history", "position")}
         state["position"] = asdict(st.position) if st.position is not None else None
         state["rng_shuffle"] = get_state(self.shuffle_rng)
+        if self.augmenter is not None:
+            state["rng_augment"] = get_state(self.augmenter.rng)
         state["rng_ops"] = {_op_key(op): get_state(op.rng) for op in self.plan.ops if op.rng is not None}
         arrays = {}
         if self.best_weights is not None:
@@ -351,6 +364,8 @@ class Trainer:
         st.position = Position(**state["position"]) if state.get("position") else None
         if "rng_shuffle" in state:
             set_state(self.shuffle_rng, state["rng_shuffle"])
+        if self.augmenter is not None and "rng_augment" in state:
+            set_state(self.augmenter.rng, state["rng_augment"])
         for op in self.plan.ops:
             if op.rng is not None and _op_key(op) in state.get("rng_ops", {}):
                 set_state(op.rng, state["rng_ops"][_op_key(op)])
