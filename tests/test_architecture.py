@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parent.parent / "dnnspec"
 
 # module group -> the groups it must never import
 NUMERIC = ("ops", "init", "optim", "lbfgs", "schedules", "losses", "regularizers", "datasets", "metrics",
-           "plan", "train", "ckpt", "runstate", "program", "rng", "registry", "errors", "fileio", "version")
+           "plan", "train", "ckpt", "runstate", "program", "rng", "registry", "errors", "fileio", "version", "pool")
 FORBIDDEN = {
     **{g: {"syntax", "check", "api", "session", "cli", "report", "catalog"} for g in NUMERIC},
     "program": {"syntax", "check", "api", "session", "cli", "report", "plan", "train", "ckpt", "runstate", "ops",
