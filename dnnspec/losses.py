@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .pool import rows
 from .registry import Float, Registry
 
 LOSSES = Registry("loss")
@@ -70,43 +71,50 @@ class SoftmaxCrossEntropy(Loss):
     def out_width(self, n_classes, label_width):
         return n_classes if n_classes is not None else label_width
 
+    # Every pass is per row, so rows of the batch run in blocks side by side (many classes);
+    # only the two sums over the batch, at the end, see the whole batch.
     def forward(self, z, y):
-        n, k = z.shape
-        eps = self.label_smoothing
         p = self._p = self._buffer("p", z)
-        c = self._buffer("c", z[:, :1])
+        c, ts = self._buffer("c", z[:, :1]), self._buffer("ts", z[:, 0])
+        rows(self._forward_rows, z, y, p, c, ts, self._buffer("g", z))
+        self._y = y
+        return float(c.sum() - ts.sum()) / len(z)
+
+    def _forward_rows(self, z, y, p, c, ts, t):
+        """A row block: p = softmax(z), c = logsumexp(s), ts = sum_k t_k s_k (s = z - max z)."""
+        eps = self.label_smoothing
         np.max(z, axis=1, keepdims=True, out=c)
         np.subtract(z, c, out=p)  # shifted logits s
         if y.ndim == 1:  # class indices
-            ts = p[np.arange(n), y] * (1.0 - eps)
+            np.multiply(p[np.arange(len(p)), y], 1.0 - eps, out=ts)
         else:  # one-hot or probability rows
-            t = self._buffer("g", z)
             np.multiply(p, y, out=t)
-            ts = t.sum(axis=1) * (1.0 - eps)
+            np.multiply(t.sum(axis=1), 1.0 - eps, out=ts)
         if eps:
             ts += p.mean(axis=1) * eps
         np.exp(p, out=p)
         np.sum(p, axis=1, keepdims=True, out=c)
         p /= c  # softmax, kept for backward
         np.log(c, out=c)  # logsumexp(s)
-        self._y = y
-        return float(c.sum() - ts.sum()) / n
 
     def backward(self):
+        g = self._buffer("g", self._p)
+        self._inv_n = 1.0 / len(g)
+        rows(self._backward_rows, g, self._p, self._y)
+        return g
+
+    def _backward_rows(self, g, p, y):
         # the fused softmax-CE gradient: (softmax - t)/N, never through log(softmax)
-        p, y, eps = self._p, self._y, self.label_smoothing
-        n, k = p.shape
-        g = self._buffer("g", p)
+        eps = self.label_smoothing
         if y.ndim == 1:
             np.copyto(g, p)
-            g[np.arange(n), y] -= 1.0 - eps
+            g[np.arange(len(g)), y] -= 1.0 - eps
         else:
             np.multiply(y, eps - 1.0, out=g)
             g += p
         if eps:
-            g -= eps / k
-        g *= 1.0 / n
-        return g
+            g -= eps / p.shape[1]
+        g *= self._inv_n
 
     def predict(self, z):
         e = z - z.max(axis=1, keepdims=True)

@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parent.parent / "dnnspec"
 
 # module group -> the groups it must never import
 NUMERIC = ("ops", "init", "optim", "lbfgs", "pretrain", "schedules", "losses", "regularizers", "datasets", "augment", "metrics",
-           "plan", "train", "ckpt", "runstate", "program", "rng", "registry", "errors", "fileio", "version")
+           "plan", "train", "ckpt", "runstate", "program", "rng", "registry", "errors", "fileio", "version", "pool")
 FORBIDDEN = {
     **{g: {"syntax", "check", "api", "session", "cli", "report", "catalog"} for g in NUMERIC},
     "program": {"syntax", "check", "api", "session", "cli", "report", "plan", "train", "ckpt", "runstate", "ops",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dnnspec
+from dnnspec import pool
 from dnnspec.train import parallel
 
 SPEC = """
@@ -59,10 +60,13 @@ def test_a_training_step_allocates_no_arrays():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_threaded_chunked_step_allocates_no_arrays(threads):
-    """The element-wise pool hands out views built once: no array per step or per chunk."""
+def test_a_threaded_chunked_step_allocates_no_arrays(threads, monkeypatch):
+    """The element-wise pool hands out views: no array per step, per chunk or per row block (the
+    ops' scratch is per thread, allocated on a thread's first block)."""
+    monkeypatch.setattr(pool, "MIN_CHUNK", 1024)  # the ops' passes in row blocks of 8-16 rows
+    monkeypatch.setattr(pool, "MAX_CHUNK", 2048)
     before = parallel.blas_threads()
-    parallel.configure(parallel.ThreadConfig(1, threads))
+    parallel.force_threads(parallel.ThreadConfig(1, threads))  # not the automatic choice: one thread for so small a net
     try:
         model = dnnspec.compile_text(SPEC)
         up = model.trainer.updater
@@ -75,7 +79,9 @@ def test_a_threaded_chunked_step_allocates_no_arrays(threads):
         peak = step_peak(model, x, y)
         assert peak < 200 * 128 * 4 * 0.75, peak
         assert all(a.dtype == np.float32 for a in up.state.values())
+        assert parallel.pool().threads == threads
     finally:
+        parallel.force_threads(None)
         parallel.configure(parallel.ThreadConfig(before or 1, 1))
 
 

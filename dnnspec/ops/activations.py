@@ -11,10 +11,12 @@ Conventions (CONVENTIONS.md §4, pinned by tests/test_ops.py):
 - scalars are Python floats, so float32 arrays stay float32 (no float64 temporaries).
 
 Every entry that needs scratch memory gets it from ``tmp``: buffers preallocated by
-``allocate`` and reused, grown only if ``f``/``df`` are called directly on a larger batch.
+``allocate`` and reused, grown only if ``f``/``df`` are called directly on a larger batch; one
+set per thread, since row blocks of one call run side by side on the element-wise pool.
 """
 
 import math
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -48,14 +50,16 @@ class _Act(Activation):
 
     def allocate(self, batch: int, n_in: int, dtype=np.float32) -> None:
         super().allocate(batch, n_in, dtype)
-        self._scratch = {i: np.empty((batch, n_in), dtype) for i in range(self.n_scratch)}
+        me = threading.get_ident()  # the pool's workers get theirs, block-sized, on first use
+        self._scratch = {(me, i): np.empty((batch, n_in), dtype) for i in range(self.n_scratch)}
 
     def tmp(self, like: np.ndarray, i: int = 0) -> np.ndarray:
-        """Scratch buffer ``i`` shaped and typed like ``like``."""
+        """Scratch buffer ``i`` of the calling thread, shaped and typed like ``like``."""
         bufs = self.__dict__.setdefault("_scratch", {})
-        buf = bufs.get(i)
+        key = (threading.get_ident(), i)
+        buf = bufs.get(key)
         if buf is None or buf.dtype != like.dtype or buf.shape[1:] != like.shape[1:] or len(buf) < len(like):
-            buf = bufs[i] = np.empty(like.shape, like.dtype)
+            buf = bufs[key] = np.empty(like.shape, like.dtype)
         return buf[: len(like)]
 
     def describe(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..pool import rows
 from ..registry import Registry
 
 LAYERS = Registry("layer")
@@ -83,7 +84,9 @@ class Activation(Op):
     """An element-wise activation: implement `f` and `df`; forward/backward come for free.
 
     ``f(x, out)`` writes f(x) into out. ``df(x, y, dy, out)`` writes dy * f'(x) into out,
-    given the input x and the output y = f(x) (use whichever is cheaper).
+    given the input x and the output y = f(x) (use whichever is cheaper). Both run over row
+    blocks side by side on the element-wise pool (`dnnspec.pool.rows`), every pass over a block
+    before the next block, so they must be row-wise (element-wise, or per row as softmax).
     """
 
     def f(self, x: np.ndarray, out: np.ndarray) -> None:
@@ -95,14 +98,14 @@ class Activation(Op):
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self.x, self.y = x, self._y[: len(x)]
         self.training = training
-        self.f(x, self.y)
+        rows(self.f, x, self.y)
         return self.y
 
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         if not need_dx:
             return None
         dx = self._dx[: len(dy)]
-        self.df(self.x, self.y, dy, dx)
+        rows(self.df, self.x, self.y, dy, dx)
         return dx
 
     def describe(self) -> str:

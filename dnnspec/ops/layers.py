@@ -2,7 +2,10 @@
 
 Each op declares its variables (``Var``; the plan initializes and binds them), preallocates
 its buffers in ``allocate`` and writes with ``out=`` in ``forward``/``backward``. Random ops
-draw from ``self.rng`` (set by the plan) into preallocated buffers of the op's dtype.
+draw from ``self.rng`` (set by the plan) into preallocated buffers of the op's dtype, in one
+call (one stream, drawn in order). Element-wise passes over a batch run over row blocks on the
+element-wise pool (``rows``), the passes that follow one another fused per block; reductions
+over the batch (``colsum``) stay whole BLAS calls.
 At inference the noise layers copy their input (an op's output is always its own buffer).
 """
 
@@ -10,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..pool import rows
 from ..registry import Float, Int, Ref
 from .activations import SELU_ALPHA, SELU_LAMBDA, _Fill
 from .base import LAYERS, Op, Var
@@ -20,6 +24,11 @@ ONES, ZEROS = _Fill(1.0), _Fill(0.0)
 def _keep_mask(rng: np.random.Generator, m: np.ndarray, rate: float) -> np.ndarray:
     """Inverted-dropout mask in place: 1/(1-rate) with probability 1-rate, else 0."""
     rng.random(out=m, dtype=m.dtype)
+    return _keep(m, rate)
+
+
+def _keep(m: np.ndarray, rate: float) -> np.ndarray:
+    """Uniform draws in m -> the inverted-dropout mask, in place (element-wise: any row block)."""
     np.greater_equal(m, rate, out=m)
     m *= 1.0 / (1.0 - rate)
     return m
@@ -69,8 +78,11 @@ class Dense(Op):
     def _affine(self, x, kernel, out):
         np.matmul(x, kernel, out=out)
         if self.use_bias:
-            out += self.vars["bias"]
+            rows(self._add_bias, out)
         return out
+
+    def _add_bias(self, out):
+        out += self.vars["bias"]
 
     def _affine_backward(self, dz, kernel, need_dx):
         if self.needs_grads:  # a frozen layer above a trainable one only passes dx through
@@ -211,8 +223,7 @@ class BatchNorm(Op):
             mu, var = self._mu, self._var
             self.colsum(x, mu)
             mu *= 1.0 / n
-            np.subtract(x, mu, out=xhat)
-            np.multiply(xhat, xhat, out=y)
+            rows(self._center, x, xhat, y)
             self.colsum(y, var)
             var *= 1.0 / n  # biased: divides by n
             if self.update_stats:
@@ -224,14 +235,22 @@ class BatchNorm(Op):
         np.add(var, self.epsilon, out=inv)
         np.sqrt(inv, out=inv)
         np.divide(1.0, inv, out=inv)
-        xhat *= inv
+        rows(self._normalize, xhat, y)
+        return y
+
+    def _center(self, x, xhat, y):  # a row block: xhat = x - mu, y = xhat² (summed next into var)
+        np.subtract(x, self._mu, out=xhat)
+        np.multiply(xhat, xhat, out=y)
+
+    def _normalize(self, xhat, y):  # a row block: xhat /= sqrt(var + eps), y = gamma xhat + beta
+        v = self.vars
+        xhat *= self._inv
         if self.scale:
             np.multiply(xhat, v["gamma"], out=y)
         else:
             np.copyto(y, xhat)
         if self.center:
             y += v["beta"]
-        return y
 
     def _update(self, moving, stat):
         moving *= self.momentum
@@ -243,22 +262,28 @@ class BatchNorm(Op):
         xhat, dx = self._xhat[:n], self._dx[:n]
         dg = self.grads["gamma"] if self.scale else self._dg
         db = self.grads["beta"] if self.center else self._db
-        np.multiply(dy, xhat, out=dx)
+        rows(np.multiply, dy, xhat, dx)
         self.colsum(dx, dg)
         self.colsum(dy, db)
         if not need_dx:
             return None
+        self._sums = dg, db, -1.0 / n  # read by _dx_rows
+        rows(self._dx_rows, xhat, dy, dx)
+        return dx
+
+    def _dx_rows(self, xhat, dy, dx):
+        """A row block of dL/dx, all passes over the block in turn."""
         if self.training:  # dx = gamma/sqrt(var+eps) * (dy - mean(dy) - xhat*mean(dy*xhat))
+            dg, db, minus_inv_n = self._sums
             np.multiply(xhat, dg, out=dx)
             dx += db
-            dx *= -1.0 / n
+            dx *= minus_inv_n
             dx += dy
         else:  # moving statistics are constants: the derivative of an affine map
             np.copyto(dx, dy)
         dx *= self._inv
         if self.scale:
             dx *= self.vars["gamma"]
-        return dx
 
     def describe(self):
         width = self.n_in if self.n_in is not None else "?"
@@ -289,7 +314,8 @@ class _Noise(Op):
             return None
         dx = self._dx[: len(dy)]
         if self.training and self._m is not None:
-            return np.multiply(dy, self._m, out=dx)
+            rows(np.multiply, dy, self._m, dx)
+            return dx
         np.copyto(dx, dy)
         return dx
 
@@ -305,8 +331,14 @@ class Dropout(_Noise):
         self.rate = rate
 
     def noise(self, x, y):
-        self._m = _keep_mask(self.rng, self._mask[: len(x)], self.rate)  # dy/dx
-        return np.multiply(x, self._m, out=y)
+        m = self._m = self._mask[: len(x)]  # dy/dx
+        self.rng.random(out=m, dtype=m.dtype)
+        rows(self._apply, m, x, y)
+        return y
+
+    def _apply(self, m, x, y):  # a row block: the mask from the draws, then y = x * mask
+        _keep(m, self.rate)
+        np.multiply(x, m, out=y)
 
     def describe(self):
         return f"dropout rate={self.rate:g}"
@@ -330,12 +362,15 @@ class AlphaDropout(_Noise):
         # y = a*(x*keep + alpha'*(1-keep)) + b = M*(x - alpha') + a*alpha' + b with M = a*keep
         m = self._m = self._mask[: len(x)]
         self.rng.random(out=m, dtype=m.dtype)
+        rows(self._apply, m, x, y)
+        return y
+
+    def _apply(self, m, x, y):  # a row block: M from the draws, then y
         np.greater_equal(m, self.rate, out=m)
         m *= self.a
         np.subtract(x, self.ALPHA_P, out=y)
         y *= m
         y += self.a * self.ALPHA_P + self.b
-        return y
 
     def describe(self):
         return f"alpha_dropout rate={self.rate:g}"
@@ -350,9 +385,12 @@ class GaussianNoise(_Noise):
 
     def noise(self, x, y):
         self.rng.standard_normal(out=y, dtype=y.dtype)
+        rows(self._apply, y, x)
+        return y
+
+    def _apply(self, y, x):  # a row block: y = stddev * draws + x
         y *= self.stddev
         y += x
-        return y
 
     def describe(self):
         return f"gaussian_noise stddev={self.stddev:g}"

@@ -17,6 +17,7 @@ import numpy as np
 from ..augment import Augmenter
 from ..errors import UserError
 from ..plan import Plan
+from ..pool import rows
 from ..rng import get_state, set_state, stream
 from . import parallel
 from .updater import Updater
@@ -134,6 +135,10 @@ class Trainer:
         yb = np.empty((batch, *y.shape[1:]), y.dtype)
         if self.augmenter is not None:
             self.augmenter.allocate(batch)
+
+        def gather(out, idx):  # a row block of the batch: rows idx of x (blocks side by side on the pool)
+            np.take(x, idx, axis=0, out=out)
+
         while self.state.epoch < target and not self.state.stopped_early:
             epoch = self.state.epoch
             pos = self.state.position or Position(copy.deepcopy(get_state(self.shuffle_rng)), 0)
@@ -145,7 +150,7 @@ class Trainer:
                 tick = time.perf_counter()
                 idx = order[b * batch:(b + 1) * batch]
                 m = len(idx)
-                np.take(x, idx, axis=0, out=xb[:m])
+                rows(gather, xb[:m], idx)
                 np.take(y, idx, axis=0, out=yb[:m])
                 if self.augmenter is not None:
                     self.augmenter(xb[:m])

@@ -4,9 +4,11 @@ the BLAS's own threads, and the automatic choice between them at the start of a 
 Element-wise work (the optimizer update, gradient clipping by value, weight averaging) runs over
 contiguous chunks sized to stay in the L2 cache while every pass of the update runs over the
 chunk (`chunk_size`); the chunks go to a `Pool` of threads (NumPy releases the GIL inside a ufunc
-on a large array), the calling thread working too. Element-wise arithmetic does not depend on
-how an array is cut, so the result is the same bits with any number of threads and any chunk
-size. GEMMs run on the BLAS's threads (OpenBLAS), set with threadpoolctl.
+on a large array), the calling thread working too. The ops' element-wise passes and the batch
+gather run over row blocks on the same pool (`dnnspec.pool.rows`; the pool lives in that leaf
+module so that the ops can use it without importing the runtime). Element-wise arithmetic does
+not depend on how an array is cut, so the result is the same bits with any number of threads
+and any chunk size. GEMMs run on the BLAS's threads (OpenBLAS), set with threadpoolctl.
 
 A configuration is `ThreadConfig(blas, pool)`. `choose(trainer, x, y, batch)` picks one when a fit
 starts: unless `force_threads` fixed it (`dnnspec run --threads N`), it times a few training
@@ -25,6 +27,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from .. import pool as _pool_mod
+# the pool and its chunk sizes live in a leaf module that the ops share
+from ..pool import Pool, balanced, chunk_size, chunks, l2_bytes  # noqa: F401
 
 # ------------------------------------------------------------------ the machine
 
@@ -52,150 +58,6 @@ def env_threads() -> int | None:
     return max(1, min(found)) if found else None
 
 
-def l2_bytes() -> int:
-    """The per-core L2 cache size in bytes (Linux sysfs; 1 MiB when it cannot be read)."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for entry in sorted(os.listdir(base)):
-            path = os.path.join(base, entry)
-            with open(os.path.join(path, "level")) as f:
-                if f.read().strip() != "2":
-                    continue
-            with open(os.path.join(path, "size")) as f:
-                text = f.read().strip().upper()
-            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
-            return int(text.rstrip("KMG")) * scale
-    except (OSError, ValueError):
-        pass
-    return 2**20
-
-
-def chunk_size(arrays: int = 6, itemsize: int = 4) -> int:
-    """The largest chunk of an element-wise update that touches `arrays` buffers (Adam: parameters,
-    gradient, two slots, scratch, and one to spare) whose pieces fit in the L2 cache together: a
-    power of two between 16 Ki and 256 Ki elements. Measured here (2 MiB L2, Adam over 1.2 M
-    parameters): 64-128 Ki are fastest on one thread and on two; 16 Ki and less lose on two
-    threads, where each thread holds the GIL for ~1 µs per NumPy call between the calls' loops."""
-    n = l2_bytes() // (max(arrays, 1) * itemsize)
-    return 1 << max(14, min(18, int(math.log2(max(n, 1)))))
-
-
-def balanced(size: int, threads: int, largest: int) -> int:
-    """A chunk size no larger than `largest` that cuts `size` elements into a multiple of `threads`
-    equal chunks (so no thread waits for one that has a chunk more)."""
-    if size <= 0:
-        return largest
-    rounds = -(-size // (threads * largest))
-    return max(1, -(-size // (threads * rounds)))
-
-
-def chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:
-    """[start, stop) cut into contiguous pieces of `size` (the last may be shorter, never empty
-    unless the range is)."""
-    return [(a, min(a + size, stop)) for a in range(start, stop, size)]
-
-
-# ------------------------------------------------------------------ the pool
-
-
-class Pool:
-    """`threads - 1` persistent worker threads plus the caller.
-
-    `run(fn, items)` calls `fn(item)` for every item and returns when all are done. Threads take
-    the next item as they become free, the caller too, and the caller waits only for items another
-    thread has started: a worker that the OS has not scheduled yet (a busy machine) costs the step
-    nothing but its share of the work, done by the caller instead. Workers sleep on a condition
-    between calls: they never spin. An exception in `fn` is raised in the caller once no item is
-    running. Calls from two threads at once, or from inside `fn`, run serially in the caller."""
-
-    def __init__(self, threads: int):
-        self.threads = max(1, int(threads))
-        self._busy = threading.Lock()  # one run at a time
-        self._lock = threading.Lock()  # guards the job's counters
-        self._wake = threading.Condition(threading.Lock())
-        self._done = threading.Event()
-        self._gen = 0  # job number: a worker that wakes late never takes an item of a later job
-        self._fn = None
-        self._items: list = []
-        self._next = 0
-        self._running = 0  # items started and not finished
-        self._error: BaseException | None = None
-        self._closed = False
-        self._workers = [threading.Thread(target=self._work, name=f"dnnspec-pool-{i + 1}", daemon=True)
-                         for i in range(self.threads - 1)]
-        for w in self._workers:
-            w.start()
-
-    def _drain(self, gen: int) -> None:
-        lock = self._lock
-        while True:
-            with lock:
-                if gen != self._gen or self._next >= len(self._items):
-                    return
-                i, fn, item = self._next, self._fn, self._items[self._next]
-                self._next = i + 1
-                self._running += 1
-            try:
-                fn(item)
-            except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
-                with lock:
-                    if self._error is None:
-                        self._error = e
-                    self._next = len(self._items)  # nobody starts another item
-            with lock:
-                self._running -= 1
-                if self._running == 0 and self._next >= len(self._items):
-                    self._done.set()
-
-    def _work(self) -> None:
-        seen = 0
-        while True:
-            with self._wake:
-                while self._gen == seen and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                seen = self._gen
-            self._drain(seen)
-
-    def run(self, fn, items) -> None:
-        if self.threads == 1 or len(items) <= 1 or not self._busy.acquire(blocking=False):
-            for item in items:
-                fn(item)
-            return
-        try:
-            with self._lock:
-                self._fn, self._items, self._next, self._running, self._error = fn, items, 0, 0, None
-                self._done.clear()
-            with self._wake:
-                self._gen += 1
-                gen = self._gen
-                self._wake.notify(min(len(items) - 1, len(self._workers)))
-            self._drain(gen)
-            with self._lock:  # every item is taken; wait only for those still running elsewhere
-                if self._running == 0:
-                    self._done.set()
-            self._done.wait()
-            with self._lock:
-                error, self._fn, self._items, self._error = self._error, None, [], None
-                self._gen += 1  # a worker still waking up finds no job
-            if error is not None:
-                raise error
-        finally:
-            self._busy.release()
-
-    def close(self) -> None:
-        """Stop the workers (the pool then runs everything in the caller)."""
-        with self._busy:
-            with self._wake:
-                self._closed = True
-                self._wake.notify_all()
-            for w in self._workers:
-                w.join()
-            self._workers = []
-            self.threads = 1
-
-
 # ------------------------------------------------------------------ the configuration
 
 
@@ -215,8 +77,6 @@ class ThreadConfig:
 
 
 _lock = threading.Lock()
-_pools: dict[int, Pool] = {1: Pool(1)}  # by size: switching back and forth starts no threads
-_pool = _pools[1]
 _config: ThreadConfig | None = None  # what configure() last set (None: nothing set yet)
 _forced: ThreadConfig | None = None  # set by force_threads: choose() does not override it
 _controller = None
@@ -239,25 +99,23 @@ def blas_threads() -> int | None:
 
 def pool() -> Pool:
     """The process's element-wise pool (one thread until a configuration says otherwise)."""
-    return _pool
+    return _pool_mod.current()
 
 
 def configure(config: ThreadConfig) -> ThreadConfig:
     """Set the BLAS's threads and the pool's size, process-wide. The BLAS setting is applied every
     time (a few µs), since other code may have changed it meanwhile (threadpoolctl)."""
-    global _pool, _config
+    global _config
     with _lock:
         _blas_controller().limit(limits=config.blas, user_api="blas")
-        if config.pool not in _pools:
-            _pools[config.pool] = Pool(config.pool)
-        _pool = _pools[config.pool]
+        _pool_mod.use(config.pool)
         _config = config
     return config
 
 
 def current() -> ThreadConfig:
     """The configuration in force (the BLAS's own thread count until something is configured)."""
-    return _config or ThreadConfig(blas_threads() or 1, _pool.threads)
+    return _config or ThreadConfig(blas_threads() or 1, pool().threads)
 
 
 def force_threads(n: int | ThreadConfig | None) -> ThreadConfig | None:
@@ -278,11 +136,9 @@ def forced() -> ThreadConfig | None:
     return _forced
 
 
-def _reset_after_fork() -> None:  # a forked child has none of the parent's worker threads
-    global _pool, _pools, _lock, _config
+def _reset_after_fork() -> None:  # a forked child has none of the parent's threads (dnnspec.pool resets its pools)
+    global _lock, _config
     _lock = threading.Lock()
-    _pools = {1: Pool(1)}
-    _pool = _pools[1]
     _config = None  # the BLAS setting is inherited; the next configure() sets it again
 
 

@@ -1,0 +1,216 @@
+"""The ops' element-wise work on the pool (dnnspec.pool.rows): row blocks side by side give the same
+bits as one call over the whole batch, for every activation and layer and for softmax-CE, and
+training a net with batch norm, ELU, dropout and Adam gives identical weights with one and two
+element-wise threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import dnnspec
+from dnnspec import pool
+from dnnspec.losses import LOSSES
+from dnnspec.ops import activations, layers  # noqa: F401  (fills the registries)
+from dnnspec.ops.base import ACTIVATIONS, LAYERS
+from dnnspec.train import parallel
+from dnnspec.train.parallel import ThreadConfig
+
+ENTRIES = [pytest.param(e, id=e.name) for e in ACTIVATIONS.entries() + LAYERS.entries()]
+REQUIRED_ARGS = {"units": 16}
+N_IN, BATCH = 64, 512  # blocks of 2 Ki elements: NumPy releases the GIL in their passes, so they overlap
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = parallel.blas_threads()
+    yield
+    parallel.force_threads(None)
+    parallel.configure(ThreadConfig(before or 1, 1))
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Row blocks of a few rows, so small test arrays are cut into many blocks."""
+    monkeypatch.setattr(pool, "MIN_CHUNK", 8)
+    monkeypatch.setattr(pool, "MAX_CHUNK", 2048)
+
+
+def spy_blocks(monkeypatch) -> list[int]:
+    """Record the number of items of every pool run."""
+    sizes: list[int] = []
+    real = pool.Pool.run
+
+    def run(self, fn, items):
+        sizes.append(len(items))
+        return real(self, fn, items)
+
+    monkeypatch.setattr(pool.Pool, "run", run)
+    return sizes
+
+
+def op_pass(entry, threads: int, training: bool) -> dict[str, np.ndarray]:
+    """Forward and backward of a fresh op on fixed data with `threads` element-wise threads."""
+    pool.use(threads)
+    args = {p.name: REQUIRED_ARGS[p.name] for p in entry.params if p.required}
+    op = entry.cls(**args)
+    rng = np.random.default_rng(0)
+    decl = op.variables(N_IN)
+    values = {k: (rng.uniform(0.5, 2.0, v.shape) if v.role == "moving_variance"
+                  else rng.normal(0.0, 0.7, v.shape) + (v.role == "gamma")).astype(np.float32)
+              for k, v in decl.items()}
+    grads = {k: np.zeros(v.shape, np.float32) for k, v in decl.items() if v.trainable}
+    op.bind(values, grads)
+    op.allocate(BATCH, N_IN, np.float32)
+    if op.random:
+        op.rng = np.random.default_rng(7)
+    x = rng.normal(0.0, 2.0, (BATCH, N_IN)).astype(np.float32)
+    y = op.forward(x, training).copy()
+    dy = rng.normal(0.0, 1.0, y.shape).astype(np.float32)
+    dx = op.backward(dy, need_dx=True)
+    out = {"y": y, "dx": dx.copy()}
+    out.update({f"grad {k}": g.copy() for k, g in grads.items()})
+    out.update({f"var {k}": v.copy() for k, v in values.items()})  # moving statistics
+    return out
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_row_blocks_give_the_bits_of_one_call(entry, training, tiny_blocks, monkeypatch):
+    one = op_pass(entry, 1, training)
+    three = op_pass(entry, 3, training)
+    assert set(one) == set(three)
+    for key in one:
+        assert one[key].dtype == three[key].dtype == np.float32, key
+        assert np.array_equal(one[key], three[key], equal_nan=True), key
+
+
+@pytest.mark.parametrize("name", ["dense", "batchnorm", "dropout", "alpha_dropout", "gaussian_noise", "relu", "elu",
+                                  "softmax", "gelu"])
+def test_the_ops_element_wise_passes_do_run_in_blocks(name, tiny_blocks, monkeypatch):
+    # the test above can fail: these ops do hand their passes to the pool
+    entry = ACTIVATIONS.get(name) if name in ACTIVATIONS else LAYERS.get(name)
+    sizes = spy_blocks(monkeypatch)
+    op_pass(entry, 2, training=True)
+    assert sizes and max(sizes) >= 4, sizes
+
+
+def ce_pass(threads: int, labels: str, smoothing: float) -> tuple[float, np.ndarray]:
+    pool.use(threads)
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal((BATCH, 40)) * 5).astype(np.float32)
+    y = rng.integers(0, 40, BATCH)
+    if labels == "rows":
+        y = rng.dirichlet(np.ones(40), BATCH).astype(np.float32)
+    loss = LOSSES.get("softmax_cross_entropy").cls(label_smoothing=smoothing)
+    return loss.forward(z, y), loss.backward().copy()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("labels", ["indices", "rows"])
+def test_softmax_cross_entropy_in_row_blocks_gives_the_bits_of_one_call(labels, smoothing, tiny_blocks, monkeypatch):
+    value, grad = ce_pass(1, labels, smoothing)
+    sizes = spy_blocks(monkeypatch)
+    value3, grad3 = ce_pass(3, labels, smoothing)
+    assert sizes and min(sizes) >= 6, sizes  # forward and backward ran in blocks
+    assert value == value3
+    assert grad.dtype == grad3.dtype == np.float32 and np.array_equal(grad, grad3)
+
+
+def test_each_thread_gets_its_own_scratch():
+    # blocks of one call run side by side: an activation's scratch buffers must not be shared
+    op = ACTIVATIONS.get("elu").cls()
+    op.allocate(8, 4, np.float32)
+    x = np.zeros((8, 4), np.float32)
+    mine = op.tmp(x)
+    other: list[np.ndarray] = []
+    worker = threading.Thread(target=lambda: other.append(op.tmp(x[:3])))
+    worker.start()
+    worker.join()
+    assert not np.shares_memory(mine, other[0])
+    assert np.shares_memory(op.tmp(x[:5]), mine)  # a thread reuses its own, nothing new per call
+
+
+def test_rows_cover_every_row_once_in_blocks_of_the_threshold(monkeypatch):
+    monkeypatch.setattr(pool, "MIN_CHUNK", 100)
+    monkeypatch.setattr(pool, "MAX_CHUNK", 1000)
+    a = np.zeros((103, 10), np.float32)
+    b = np.zeros((103, 1), np.float32)
+    seen = []
+
+    def mark(x, y):
+        seen.append(len(x))
+        x += 1.0
+        y += 1.0
+
+    pool.use(2)
+    pool.rows(mark, a, b)
+    assert (a == 1).all() and (b == 1).all()
+    assert len(seen) == 2 and sum(seen) == 103  # 1030 elements: two blocks of at most 1000
+    seen.clear()
+    pool.rows(mark, a[:19], b[:19])  # 190 elements: under two blocks' worth, one call
+    assert seen == [19]
+    seen.clear()
+    pool.use(1)
+    pool.rows(mark, a, b)  # one thread: one call up to two blocks of MAX_CHUNK ...
+    assert seen == [103]
+    seen.clear()
+    big, col = np.zeros((250, 10), np.float32), np.zeros((250, 1), np.float32)
+    pool.rows(mark, big, col)  # ... and blocks beyond, each kept in the L2 cache across fn's passes
+    assert seen == [84, 84, 82] and (big == 1).all() and (col == 1).all()
+
+
+def test_blocks_come_in_multiples_of_the_threads(monkeypatch):
+    monkeypatch.setattr(pool, "MIN_CHUNK", 10)
+    monkeypatch.setattr(pool, "MAX_CHUNK", 1000)
+    a = np.zeros((1000, 10), np.float32)  # 10000 elements: 3 x 4 blocks of <= 1000
+    sizes = spy_blocks(monkeypatch)
+    pool.use(3)
+    pool.rows(np.negative, a, a)
+    assert sizes == [12]
+
+
+SPEC = """
+model m {
+    input x[40]
+    repeat 3 {
+        dense(300)
+        batchnorm(momentum=0.9)
+        elu
+        dropout(0.3)
+    }
+    dense(5)
+}
+train {
+    optimizer adam(lr=0.003)
+    batch 250
+    seed 5
+}
+"""
+
+
+def fitted(threads: ThreadConfig):
+    parallel.force_threads(threads)
+    rng = np.random.default_rng(0)
+    x = rng.random((1000, 40), dtype=np.float32)
+    y = rng.integers(0, 5, 1000)
+    model = dnnspec.compile_text(SPEC)
+    model.fit(x, y, epochs=2)
+    return model
+
+
+def test_training_with_batch_norm_elu_dropout_and_adam_is_identical_on_one_and_two_threads(monkeypatch):
+    # 250 x 300 activations: 75 K elements, cut into 4 blocks of 16-32 K
+    monkeypatch.setattr(pool, "MIN_CHUNK", 1 << 14)
+    monkeypatch.setattr(pool, "MAX_CHUNK", 1 << 14)
+    one = fitted(ThreadConfig(1, 1))
+    sizes = spy_blocks(monkeypatch)
+    two = fitted(ThreadConfig(1, 2))
+    assert sizes.count(4) >= 2 * 4 * 10, sizes  # the ops' passes ran in blocks
+    assert np.array_equal(one.plan.theta, two.plan.theta)
+    assert np.array_equal(one.plan.fixed, two.plan.fixed)  # moving statistics
+    for k in one.trainer.updater.optimizer.slots:
+        assert np.array_equal(one.trainer.updater.state[k], two.trainer.updater.state[k])
+    assert [h["loss"] for h in one.history] == [h["loss"] for h in two.history]
