@@ -154,12 +154,12 @@ class Model:
         on unlabeled inputs (x, or the spec's data: every training row before train_limit with
         data=unlabeled). Returns the history rows it added (one per layer and epoch); a spec
         without `pretrain`, or a phase already done, adds none."""
+        if x is not None:  # checked even when there is nothing left to do: a bad x is an error either way
+            x = self._inputs(x, "x")
         if self.pretraining is None or self.pretraining.done:
             return []
         if x is None:
             x = self.unlabeled_inputs(self.load_data())
-        else:
-            x = self._inputs(x, "x")
         return self.pretraining.run(x, on_step=on_step, on_epoch_end=on_epoch_end, on_layer_end=on_layer_end)
 
     def unlabeled_inputs(self, splits: Splits) -> np.ndarray:

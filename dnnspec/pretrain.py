@@ -77,7 +77,7 @@ class RBM(Method):
 
     needs_sigmoid = True
 
-    def __init__(self, k: Int(ge=1) = 1):
+    def __init__(self, k: Int(ge=1, le=1000) = 1):  # CD-1 to CD-25 in the literature; 10^9 would never finish a step
         self.k = k
 
     def begin(self, W, c, act, rng, batch):

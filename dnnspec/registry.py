@@ -75,6 +75,20 @@ class Int:
 
 
 @dataclass(frozen=True)
+class LayerName:
+    """The scoped name of a layer, written out: an empty string names nothing (it is not "none")."""
+
+    def convert(self, value: Any) -> str:
+        name = convert_plain(str, value)
+        if not name:
+            raise ValueError('must name a layer, e.g. "dnn/hidden1", got an empty string')
+        return name
+
+    def __str__(self) -> str:
+        return "layer name"
+
+
+@dataclass(frozen=True)
 class Choice:
     """One of a fixed set of words, written bare (`mode=fan_in`) or quoted."""
 

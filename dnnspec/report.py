@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .registry import LayerName
+
 
 def summary_rows(model) -> list[tuple[str, str, str, int, int, str]]:
     """(layer, kinds, output shape, trainable params, non-trainable params, notes) per layer."""
@@ -88,7 +90,7 @@ def _default(v, annotation=None) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, str):
-        return format_string(v) if annotation is str else v
+        return format_string(v) if annotation is str or isinstance(annotation, LayerName) else v
     if isinstance(v, tuple):  # a shape or a list of components: written as a list
         return "[" + ", ".join(_default(x) for x in v) + "]"
     return repr(v)

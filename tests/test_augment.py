@@ -184,6 +184,57 @@ def test_bilinear_warp_matches_scipy_affine_transform():
         np.testing.assert_allclose(img, ref, atol=2e-5)
 
 
+def keras_on_torch():
+    """Keras 3 on the torch backend (set before its first import), or a skip."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+class Drawn:
+    """A stand-in random stream whose uniform draws are all `u`: U(low, high) gives low + u·(high - low)."""
+
+    def __init__(self, u: float):
+        self.u = u
+
+    def random(self, out, dtype=None):
+        out[...] = self.u
+        return out
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("degrees", [90.0, 30.0, -17.0])
+def test_rotation_is_keras_random_rotation_with_a_constant_zero_fill(degrees):
+    """Keras' RandomRotation turns by factor·360° counter-clockwise (positive factor) about the
+    centre, bilinear; dnnspec's rotate is the same map with fill_mode="constant", fill_value=0
+    (Keras' default fill is "reflect": docs/conventions.md, "Data augmentation")."""
+    keras = keras_on_torch()
+    x = np.random.default_rng(3).random((1, H * W), dtype=np.float32)
+    u = 1.0 if degrees > 0 else 0.0  # the largest or the smallest angle of rotate(|degrees|)
+    out = x.copy()
+    Augmenter([Rotate(abs(degrees))], (H, W), Drawn(u))(out)
+    layer = keras.layers.RandomRotation(factor=(degrees / 360, degrees / 360), fill_mode="constant",
+                                        fill_value=0.0, interpolation="bilinear")
+    ref = keras.ops.convert_to_numpy(layer(x.reshape(1, H, W, 1), training=True)).reshape(1, -1)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_whole_shift_is_keras_random_translation_with_a_constant_zero_fill():
+    """Positive shifts move the image right and down, as Keras' RandomTranslation's positive
+    factors do (fill_mode="constant"; its default is "reflect")."""
+    keras = keras_on_torch()
+    x = np.random.default_rng(4).random((1, H * W), dtype=np.float32)
+    out = x.copy()
+    Augmenter([Shift(3)], (H, W), Drawn(0.999))(out)  # floor(U(-3, 4)) = 3 in x and in y
+    layer = keras.layers.RandomTranslation(height_factor=(3 / H, 3 / H), width_factor=(3 / W, 3 / W),
+                                           fill_mode="constant", fill_value=0.0, interpolation="nearest")
+    ref = keras.ops.convert_to_numpy(layer(x.reshape(1, H, W, 1), training=True)).reshape(1, -1)
+    np.testing.assert_array_equal(out, ref)
+    assert out.reshape(H, W)[3, 3] == x.reshape(H, W)[0, 0] and (out.reshape(H, W)[:3] == 0).all()
+
+
 def test_channels_last_images_flip_every_channel():
     rng = np.random.default_rng(3)
     x = rng.random((8, 6 * 5 * 3), dtype=np.float32)
@@ -291,6 +342,27 @@ class _Spy:
     def __call__(self, x):
         self.calls.append(len(x))
         self.inner(x)
+
+
+def test_a_reconstruction_with_augmentation_targets_the_clean_input(in_tmp):
+    """`loss ... target=input` with augment: the network sees the augmented batch and must
+    reproduce the rows as loaded (docs/conventions.md: a denoising / un-shifting autoencoder)."""
+    write_images("img.npz")
+    text = IMAGES.format(extra=", image=[6, 5], augment=[shift(1), noise(0.3)]", width=30, train="")
+    text = text.replace("dense(3)", "dense(30)").replace("    epochs 3", "    loss mse target=input\n    epochs 1")
+    model = dnnspec.compile_text(text)
+    train_x = model.load_data().train[0]
+    seen = []
+
+    def step(x, y, *args, real=model.trainer.train_step):
+        seen.append((x.copy(), y.copy()))
+        return real(x, y, *args)
+
+    model.trainer.train_step = step
+    model.fit()
+    rows = {r.tobytes() for r in train_x}
+    assert seen and all(not np.array_equal(x, y) for x, y in seen)  # the inputs were changed ...
+    assert all(r.tobytes() in rows for _, y in seen for r in y)  # ... the targets are the loaded rows
 
 
 def test_resume_is_bit_identical_with_augmentation_mid_epoch(in_tmp):
@@ -431,6 +503,8 @@ def test_cli_errors(in_tmp):
     assert r.exit_code == 2 and "bad.dnn:8:" in r.output and "E030" in r.output
     r = runner.invoke(main, ["augment", "a.dnn", "-o", "g.png", "--rows", "0"])
     assert r.exit_code == 2 and "--rows" in r.output
+    r = runner.invoke(main, ["augment", "a.dnn", "-o", "g.png", "--seed", "-1"])  # was an internal error
+    assert r.exit_code == 2 and "--seed" in r.output and "-1 is not in the range x>=0" in r.output, r.output
     r = runner.invoke(main, ["augment", "a.dnn", "-o", "g.png", "--rows", "2", "--cols", "1"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["augment", "a.dnn", "-o", "g.png", "--force", "--set", "data.path=nothere.npz"])

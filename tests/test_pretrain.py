@@ -424,6 +424,24 @@ def test_tied_layers_refuse_layer_by_layer_export(tmp_path):
     assert sorted(np.load(tmp_path / "m.npz").files) == sorted(model.variables)
 
 
+def test_a_tied_autoencoder_exported_by_name_is_the_same_net_in_torch(tmp_path):
+    """The npz export (the one a tied layer allows) rebuilt in PyTorch with the kernel used twice,
+    as a tied autoencoder is written there (F.linear(h, W.T)), gives dnnspec's reconstructions."""
+    torch = pytest.importorskip("torch")
+    from dnnspec.ckpt.interchange import export_model
+
+    x, _ = toy_data()
+    x = x[:, :6]
+    model = dnnspec.compile_text(TIED)
+    model.fit(x, epochs=5)
+    z = np.load(export_model(model.program, dict(model.variables), "npz", tmp_path / "m.npz"))
+    W, b, c = (torch.from_numpy(z[n]) for n in ("dnn/hidden1/kernel", "dnn/hidden1/bias", "dnn/outputs/bias"))
+    with torch.no_grad():
+        h = torch.sigmoid(torch.nn.functional.linear(torch.from_numpy(x), W.T, b))
+        out = torch.nn.functional.linear(h, W, c).numpy()  # the decoder: h @ W^T + c
+    np.testing.assert_allclose(out, model.predict(x), atol=1e-6)
+
+
 def test_ctrl_c_during_pretraining_saves_a_state_that_resumes_exactly(tmp_path, monkeypatch):
     import os
     import signal
@@ -478,3 +496,22 @@ def test_pretrain_options_can_be_overridden():
         check_text(spec, "s.dnn", ["pretrain.epoch=2"])
     with pytest.raises(SpecError, match="the spec has no `pretrain` line"):
         check_text(AE, "ae.dnn", ["pretrain.epochs=2"])
+
+
+def test_pretrain_checks_its_inputs_even_when_there_is_nothing_left_to_do():
+    """model.pretrain(x) refuses a bad x with a DataError before and after the phase (and on a
+    spec without `pretrain`), instead of ignoring it once the phase is done."""
+    from dnnspec.errors import DataError
+
+    x, _ = toy_data(40)
+    model = dnnspec.compile_text(SPEC.format(method="rbm", epochs=1, lr=0.1, extra=""))
+    with pytest.raises(DataError, match="has 5 features per row"):
+        model.pretrain(x[:, :5])
+    assert len(model.pretrain(x)) == 2  # one row per layer and epoch
+    for bad, message in [(x[:, :5], "has 5 features per row"), (np.full_like(x, np.nan), "contains NaN"),
+                         (x[:0], "is empty")]:
+        with pytest.raises(DataError, match=message):
+            model.pretrain(bad)
+    assert model.pretrain(x) == []  # done: nothing left
+    with pytest.raises(DataError, match="has 5 features per row"):
+        dnnspec.compile_text(AE).pretrain(x[:, :5])

@@ -336,6 +336,61 @@ def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path):
     assert third.returncode == 0, third.stderr  # the lock went with the first run
 
 
+FEATURES = {  # the issue-16 features whose random draws (and phase) a resume must continue exactly
+    "augmentation": ('    dense hidden(32, activation=elu)\n',
+                     ', image=[6, 5], augment=[shift(1), rotate(15), noise(0.1)]', ""),
+    "stochastic_depth": ('    dense hidden(32, activation=relu)\n    repeat 3 {{\n        residual block(survival=0.5) {{\n'
+                         '            dense(32, activation=relu)\n            dense(32)\n        }}\n    }}\n', "", ""),
+    "pretraining": ('    dense hidden1(32, activation=sigmoid)\n    dense hidden2(32, activation=sigmoid)\n', "",
+                    'pretrain "hidden" method=rbm(k=2) epochs=40 batch=10 lr=0.05 momentum=0.5\n'),
+}
+FEATURE_SPEC = """
+model m {{
+    input x[30]
+{layers}    dense outputs(3)
+}}
+data d = npz(path="img.npz", validation=100{data})
+train {{
+    epochs 40
+    batch 16
+    seed 5
+    checkpoint "ck/m.h5"
+}}
+{extra}"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("feature", list(FEATURES))
+def test_a_run_interrupted_by_sigint_resumes_exactly_with_each_new_feature(tmp_path, feature):
+    """Augmentation, stochastic depth and pretraining each draw from streams of their own (and
+    pretraining has a phase): a real SIGINT to a real process, then --resume, gives the weights of
+    an uninterrupted run bit for bit."""
+    layers, data, extra = FEATURES[feature]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 1600)
+    x = (rng.random((1600, 6, 5)) * 0.5 + y[:, None, None] * 0.25).astype(np.float32)
+    spec = FEATURE_SPEC.format(layers=layers.format(), data=data, extra=extra)
+    for d in (tmp_path, tmp_path / "whole"):
+        d.mkdir(exist_ok=True)
+        np.savez(d / "img.npz", x_train=x, y_train=y, x_test=x[:50], y_test=y[:50])
+        (d / "m.dnn").write_text(spec)
+    code, out, err = interrupt_run(tmp_path, 0.05, after=tmp_path / "ck" / "m.h5")  # once it has saved
+    if code != 130:
+        pytest.skip("the run finished before the signal")
+    assert "Traceback" not in err and "--resume ck/m.h5" in err, err
+    assert ("interrupted at pretraining" in err) == (feature == "pretraining"), err
+    resumed = dnnspec_cli("run", "m.dnn", "-q", "--resume", "ck/m.h5", cwd=tmp_path)
+    clean(resumed)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = dnnspec_cli("run", "m.dnn", "-q", cwd=tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    a = dnnspec.load_checkpoint(tmp_path / "ck" / "m.h5")
+    b = dnnspec.load_checkpoint(tmp_path / "whole" / "ck" / "m.h5")
+    assert a.step == b.step
+    for n, v in b.variables.items():
+        np.testing.assert_array_equal(a.variables[n], v, err_msg=n)
+
+
 # ---------------------------------------------------------------- 12-14. resume and outputs tell the truth
 def test_resume_refuses_another_model_and_warns_on_settings(tmp_path, spec):
     assert dnnspec_cli("run", spec, "-q", cwd=tmp_path).returncode == 0

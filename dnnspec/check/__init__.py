@@ -250,8 +250,16 @@ def _pretraining(ctx: Context) -> None:
                         hint=f"variables: {listing}")
         return
     method = pre.method.build()
+    output = max((i for i, op in enumerate(ops) if "kernel" in op.variables or op.component.kwargs.get("tied")),
+                 default=None)  # the last layer with a kernel (its own, or a tied one)
     for i in matched:
         op = ops[i]
+        if i == output:  # its units are the net's outputs, which the labels (or targets) train
+            ctx.diags.error("E062", f"pretrain matches '{op.layer}', the output layer: greedy pretraining trains "
+                                    "the hidden layers below it, and the output layer learns from the labels "
+                                    "(or targets) in supervised training", pre.pattern.span or pre.span,
+                            hint="narrow the pattern to the hidden layers, e.g. \"dnn/hidden\"")
+            continue
         if op.kind != "dense" or "bias" not in op.variables or "kernel" not in op.variables:
             why = (f"it is a {op.kind} layer" if op.kind != "dense" else "it has no bias" if "bias" not in op.variables
                    else "its kernel is another layer's (tied)")
@@ -285,18 +293,18 @@ def _tied(ctx: Context) -> None:
             from ..registry import suggest
 
             best = suggest(source, layers)
-            ctx.diags.error("E010", f"'{op.layer}' is tied to '{source}', which is not a layer of the model"
+            ctx.diags.error("E010", f"'{op.name}' is tied to '{source}', which is not a layer of the model"
                             + (f" — did you mean '{best}'?" if best else ""), op.span,
                             hint=None if best else "tied= names a dense layer by its scoped name, e.g. dnn/hidden1")
             continue
         j, target = layers[source]
         if target.kind != "dense" or "kernel" not in target.variables or j >= i:
-            why = ("it comes after it" if j >= i else "it has no kernel of its own" if target.kind == "dense"
-                   else f"it is a {target.kind} layer")
-            ctx.diags.error("E025", f"'{op.layer}' cannot be tied to '{source}': {why}; tied= names an earlier "
+            why = ("that is the layer itself" if j == i else "it comes after it" if j > i
+                   else "it has no kernel of its own" if target.kind == "dense" else f"it is a {target.kind} layer")
+            ctx.diags.error("E025", f"'{op.name}' cannot be tied to '{source}': {why}; tied= names an earlier "
                                     "dense layer, whose kernel this one uses transposed", op.span)
         elif (target.n_in, target.n_out) != (op.n_out, op.n_in):
-            ctx.diags.error("E025", f"'{op.layer}' ({op.n_in} -> {op.n_out}) cannot use the transpose of "
+            ctx.diags.error("E025", f"'{op.name}' ({op.n_in} -> {op.n_out}) cannot use the transpose of "
                                     f"'{source}''s kernel ({target.n_in} x {target.n_out}): a tied layer maps "
                                     f"{target.n_out} -> {target.n_in}", op.span)
         else:
@@ -310,7 +318,7 @@ def _reconstruction(ctx: Context) -> None:
     if p is None or p.train.target != "input":
         return
     span = p.setting_spans.get("loss")
-    if p.ops and p.output_width != p.input_width:
+    if p.ops and p.output_width != p.input_width and not ctx.expander.skipped:  # a skipped layer: already reported
         last = p.ops[-1]
         ctx.diags.error("E048", f"the last layer '{last.layer}' has width {p.output_width}, but loss target=input "
                                 f"reconstructs input '{p.input_name}' of width {p.input_width}", last.span,

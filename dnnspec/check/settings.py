@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import Diagnostics, Span
 from ..program import Pattern, PatternError, compile_pattern
-from ..registry import REQUIRED, Choice, Component, Float, Int, Ref, suggest
+from ..registry import REQUIRED, Choice, Component, Float, Int, Ref, suggest, type_text
 from ..syntax import ast
 from ..syntax.limits import MAX_NESTING
 from .values import Env, Invalid, blame, convert, evaluate
@@ -112,6 +112,11 @@ class SettingValue:
     value_span: Span | None = None
 
 
+def _value_text(annotation: Any) -> str:
+    """What a key's value is, as a user reads it: `a string in quotes`, `int in [1, inf)`, `optimizer`."""
+    return "a string in quotes" if annotation is str else type_text(annotation)
+
+
 def check_settings(settings, table: dict[str, Key], where: str, env: Env, diags: Diagnostics) -> dict[str, list[SettingValue]]:
     """Validate settings against a key table; returns key -> checked values (defaults filled)."""
     out: dict[str, list[SettingValue]] = {}
@@ -143,7 +148,7 @@ def _check_one(s: ast.Setting, key: Key, env: Env, diags: Diagnostics) -> Settin
         ok = False
     elif key.value is not None:
         if s.value is None:
-            diags.error("E052", f"'{s.key}' needs a value ({key.value})", s.span)
+            diags.error("E052", f"'{s.key}' needs a value ({_value_text(key.value)})", s.span)
             ok = False
         else:
             try:

@@ -15,7 +15,7 @@ from .common import handle_errors, overrides_option
 @click.option("--rows", type=click.IntRange(1, 50), default=6, show_default=True, help="Examples, one per row.")
 @click.option("--cols", type=click.IntRange(1, 50), default=8, show_default=True,
               help="Augmented versions of each, beside the original.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the examples' choice and of the augmentation draws.")
 @click.option("--force", is_flag=True, help="Replace an existing figure.")
 @handle_errors

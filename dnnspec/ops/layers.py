@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..pool import rows
-from ..registry import Float, Int, Ref
+from ..registry import Float, Int, LayerName, Ref
 from .activations import SELU_ALPHA, SELU_LAMBDA, _Fill
 from .base import LAYERS, Op, Var
 
@@ -50,7 +50,7 @@ class Dense(Op):
     tied: str = ""  # the layer whose kernel this one uses transposed ("": a kernel of its own)
 
     def __init__(self, units: Int(ge=1), init: Ref("initializer") = "auto",
-                 bias_init: Ref("initializer") = "zeros", use_bias: bool = True, tied: str = ""):
+                 bias_init: Ref("initializer") = "zeros", use_bias: bool = True, tied: LayerName() = ""):
         self.units, self.init, self.bias_init, self.use_bias = units, init, bias_init, use_bias
         self.tied = tied
 
