@@ -114,16 +114,8 @@ class Scale(Augmentation):
 
 
 @AUGMENTATIONS.register("stretch")
-class Stretch(Augmentation):
+class Stretch(Scale):
     """Random stretch: width and height scaled by independent factors in [low, high]."""
-
-    def __init__(self, low: Float(gt=0, le=10) = 0.9, high: Float(gt=0, le=10) = 1.1):
-        problem = Scale.validate(low=low, high=high)
-        if problem:
-            raise ValueError(problem)
-        self.low, self.high = float(low), float(high)
-
-    validate = Scale.validate
 
     def inverse(self, rng, u, t):
         for axis in (0, 1):
