@@ -36,15 +36,17 @@ train {{
 
 
 def thread_config(threads):
-    """None (the automatic choice), N (N BLAS and N element-wise threads, `--threads N`) or
-    "BxP" (B BLAS threads, P element-wise threads) -> a ThreadConfig or None."""
+    """None (the automatic choice), N (N BLAS and N element-wise threads, `--threads N`),
+    "BxP" (B BLAS threads, P element-wise threads) or "BxP/K" (and row blocks from K Ki elements)
+    -> a ThreadConfig or None."""
     from dnnspec.train.parallel import ThreadConfig
 
     if threads is None or threads == "auto":
         return None
     if isinstance(threads, str) and "x" in threads:
+        threads, _, block = threads.partition("/")
         b, p = threads.split("x")
-        return ThreadConfig(int(b), int(p))
+        return ThreadConfig(int(b), int(p), int(block) * 1024 if block else None)
     return ThreadConfig(int(threads), int(threads))
 
 

@@ -4,10 +4,11 @@
 NumPy releases the GIL inside a ufunc on a large array, so chunks of one array run side by
 side. `rows(fn, *arrays)` is what the ops call: `fn` over contiguous row blocks of arrays that
 share their first dimension, on the process's current pool, or in one call when the work is
-too small to pay for a thread (`MIN_CHUNK`). A row block gets
-exactly the arithmetic the whole array gets, element by element or row by row, so the result
-is the same bits with any number of threads. Which pool is current (its size) is set by
-`dnnspec.train.parallel`, which chooses the thread configuration; `use(n)` switches.
+too small to pay for a thread (the row-block threshold). A row block gets exactly the
+arithmetic the whole array gets, element by element or row by row, so the result is the same
+bits with any number of threads and any threshold. Which pool is current (its size) and the
+threshold are set by `dnnspec.train.parallel`, which chooses the thread configuration;
+`use(n, block)` switches.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ class Pool:
 
 _pools: dict[int, Pool] = {1: Pool(1)}  # by size: switching back and forth starts no threads
 _current = _pools[1]
+_block: int | None = None  # the row-block threshold of the configuration in force (None: MIN_CHUNK)
 
 
 def current() -> Pool:
@@ -174,20 +176,27 @@ def current() -> Pool:
     return _current
 
 
-def use(threads: int) -> Pool:
-    """Make the pool of `threads` threads (the caller included) the current one."""
-    global _current
+def use(threads: int, block: int | None = None) -> Pool:
+    """Make the pool of `threads` threads (the caller included) the current one, and `block` the
+    smallest row block `rows` cuts (None: `MIN_CHUNK`, read at each call)."""
+    global _current, _block
     threads = max(1, int(threads))
     if threads not in _pools:
         _pools[threads] = Pool(threads)
     _current = _pools[threads]
+    _block = None if block is None else max(1, int(block))
     return _current
+
+
+def min_block() -> int:
+    """The smallest row block `rows` cuts now (elements): set by `use`, else `MIN_CHUNK`."""
+    return MIN_CHUNK if _block is None else _block
 
 
 def _reset_after_fork() -> None:  # a forked child has none of the parent's worker threads
     global _pools, _current
     _pools = {1: Pool(1)}
-    _current = _pools[1]
+    _current = _pools[1]  # the threshold (_block) is inherited with the rest of the configuration
 
 
 if hasattr(os, "register_at_fork"):
@@ -196,11 +205,14 @@ if hasattr(os, "register_at_fork"):
 
 # ------------------------------------------------------------------ row blocks
 
-# Elements per row block below which a thread costs more than it saves: a run that a worker joins
-# costs two thread wake-ups (the worker's, then the caller's), 10 µs on an idle machine but
-# 0.1-0.2 ms on a busy one (measured: a batch-100 gather of 78 K elements in two blocks took 0.3 ms
-# instead of 0.1), about one float32 pass over 64 Ki elements. Batch-100 work stays in one call.
+# Elements per row block below which a thread costs more than it saves, by default: a run that a
+# worker joins costs two thread wake-ups (the worker's, then the caller's), 10 µs on an idle machine
+# but 0.1-0.2 ms on a busy one (measured: a batch-100 gather of 78 K elements in two blocks took
+# 0.3 ms instead of 0.1), about one float32 pass over 64 Ki elements. So by default batch-100 work
+# stays in one call; the automatic thread configuration (`dnnspec.train.parallel`) also times the
+# smaller thresholds of `BLOCKS` and sets the fastest with `use`.
 MIN_CHUNK = 1 << 16
+BLOCKS = (MIN_CHUNK, MIN_CHUNK // 4, MIN_CHUNK // 16)  # the thresholds the automatic choice tries
 # The largest row block: the blocks of the few arrays an op's passes touch stay in the L2 cache
 # while every pass runs over the block, as the optimizer update's chunks do.
 MAX_CHUNK = chunk_size(8)
@@ -210,18 +222,26 @@ def _star(item: tuple) -> None:
     item[0](*item[1:])
 
 
+def cut(n: int, size: int, threads: int, block: int) -> int:
+    """Rows per block for `n` rows of `size` elements in all on `threads` threads with the threshold
+    `block` (`n`: one call). Blocks of `block` to MAX_CHUNK elements, as many for each thread. One
+    call when that would be one block, or on one thread when the rows fit in one MAX_CHUNK block
+    (on one thread, blocks pay only by keeping a block in the L2 cache across the passes)."""
+    if n < 2 or size < 2 * block or (threads == 1 and size < 2 * MAX_CHUNK):
+        return n
+    blocks = threads * -(-size // (threads * MAX_CHUNK))  # a multiple of the threads, each <= MAX_CHUNK
+    return -(-n // max(1, min(blocks, size // block)))  # rows per block, each >= `block` elements
+
+
 def rows(fn, *arrays) -> None:
     """fn(*blocks) for contiguous row blocks of `arrays` (same number of rows; the first one's size
-    counts the work) on the current pool: blocks of MIN_CHUNK to MAX_CHUNK elements, as many for
-    each thread. One call fn(*arrays) when that would be one block, or on one thread when the
-    arrays fit in one MAX_CHUNK block (on one thread, blocks pay only by keeping a block in the L2
-    cache across the passes `fn` makes). Blocks get the same arithmetic as whole arrays, so the
-    result does not depend on the cut: `fn` must only do row-wise work."""
+    counts the work) on the current pool, cut as `cut` says with the current threshold
+    (`min_block`). Blocks get the same arithmetic as whole arrays, so the result does not depend
+    on the cut: `fn` must only do row-wise work."""
     pool, first = _current, arrays[0]
-    n, size = len(first), first.size
-    if n < 2 or size < 2 * MIN_CHUNK or (pool.threads == 1 and size < 2 * MAX_CHUNK):
+    n = len(first)
+    step = cut(n, first.size, pool.threads, MIN_CHUNK if _block is None else _block)
+    if step >= n:
         fn(*arrays)
         return
-    blocks = pool.threads * -(-size // (pool.threads * MAX_CHUNK))  # a multiple of the threads, each <= MAX_CHUNK
-    step = -(-n // max(1, min(blocks, size // MIN_CHUNK)))  # rows per block, each >= MIN_CHUNK elements
     pool.run(_star, [(fn, *(a[i:i + step] for a in arrays)) for i in range(0, n, step)])

@@ -227,6 +227,75 @@ def test_pick_prefers_fewer_threads_unless_clearly_faster():
     assert parallel.pick({c11: 1.0, c12: 0.80, c22: 0.78, c21: 0.99}) == c12  # BLAS threads must beat 1x2 by 5 %
     assert parallel.pick({c11: 1.0, c12: 0.80, c22: 0.60, c21: 0.99}) == c22
     assert parallel.pick({c11: 1.0, c12: 5.0, c22: 20.0, c21: 20.0}) == c11  # the busy machine's stall
+    small = ThreadConfig(1, 2, 1 << 14)
+    assert parallel.pick({c11: 1.0, c12: 0.80, small: 0.78}) == c12  # the default threshold unless clearly faster
+    assert parallel.pick({c11: 1.0, c12: 0.95, small: 0.70}) == small
+    assert parallel.pick({c11: 1.0, small: 0.97}) == c11  # never slower than one thread
+
+
+def test_row_block_thresholds_are_candidates_only_where_they_cut_differently():
+    batch100 = ((100, 100 * 784), (100, 100 * 512), (100, 100 * 10))  # the benchmark net at batch 100
+    cands = parallel.candidates(2, batch100)
+    # 51 Ki elements are one call under 64 Ki; 16 Ki cuts them in two, and 4 Ki cuts them the same
+    assert cands == [ThreadConfig(1, 1), ThreadConfig(1, 2), ThreadConfig(1, 2, 1 << 14), ThreadConfig(2, 2),
+                     ThreadConfig(2, 2, 1 << 14), ThreadConfig(2, 1)]
+    assert parallel.candidates(2, ((32, 32 * 40), (32, 32 * 5))) == parallel.candidates(2)  # nothing to cut
+    assert all(c.block is None for c in parallel.candidates(8, ((100, 100 * 8),)))
+    assert ThreadConfig(1, 16, 1 << 12) in parallel.candidates(16, batch100)
+    assert str(ThreadConfig(1, 2, 1 << 14)) == "BLAS 1 thread, element-wise 2, row blocks from 16 Ki"
+    assert ThreadConfig(2, 2, 1 << 12).short == "2x2/4 Ki" and ThreadConfig(2, 2).short == "2x2"
+
+
+def test_the_chosen_threshold_is_set_recorded_and_restored(monkeypatch):
+    from dnnspec import pool
+
+    chosen = ThreadConfig(1, 2, 1 << 12)
+    monkeypatch.setattr(parallel, "timed_choice", lambda *a, **k: (chosen, "timed"))
+    monkeypatch.setattr(parallel, "MIN_WORK_FLOPS", 0)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "LONG_FIT_STEPS", 1)  # time even so short a fit
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 40), dtype=np.float32), rng.integers(0, 5, 64)
+    model = dnnspec.compile_text(net("adam"))
+    model.fit(x, y, epochs=1)
+    assert "row blocks from 4 Ki" in model.trainer.thread_report
+    assert pool.min_block() == 1 << 12 and parallel.current() == chosen
+    ckpt = model.to_checkpoint()
+    assert ckpt.state["threads"] == {"blas": 1, "pool": 2, "block": 1 << 12}
+    again = dnnspec.compile_text(net("adam"))
+    again.restore(ckpt)
+    assert again.trainer.updater.threads == chosen
+    parallel.configure(ThreadConfig(1, 2))  # no threshold: the default, read at each call
+    assert pool.min_block() == pool.MIN_CHUNK
+
+
+# ---------------------------------------------------------------- the divergence check's sums
+@pytest.mark.parametrize("extra, watched", [("", True), (LR_MULT, False), ('    constrain max_norm(2.0) on "a/.*"', False)])
+def test_the_update_chunks_check_theta_for_the_divergence_check(extra, watched):
+    rng = np.random.default_rng(2)
+    model = dnnspec.compile_text(net("adam", extra))
+    up, plan = model.trainer.updater, model.plan
+    up.chunk, up._items = 1000, None  # many chunks
+    parallel.configure(ThreadConfig(1, 2))
+    plan.grad[...] = rng.standard_normal(plan.grad.size).astype(np.float32)
+    up.step(0)
+    if not watched:  # the loop sums theta itself: something changes theta after the chunks
+        assert up.theta_finite() is None
+        return
+    assert up.theta_finite() is True and len(up._bounds) > 10
+    assert up._bounds[:, 0].max() == plan.theta.max() and up._bounds[:, 1].min() == plan.theta.min()
+    plan.theta[:4] = 3e38  # huge but finite: no false alarm (a sum would overflow)
+    plan.theta[4:8] = -3e38
+    up.step(0)
+    assert up.theta_finite() is True and model.trainer.buffer_sums_finite()
+    for bad in (np.nan, np.inf, -np.inf):  # any non-finite weight anywhere is seen
+        plan.theta[...] = np.clip(plan.theta, -1, 1)
+        plan.theta[2345] = bad
+        plan.grad[...] = 0.0
+        up.step(0)
+        assert up.theta_finite() is False and model.trainer.buffer_sums_finite() is False, bad
+    up.t += 1  # an update the chunks did not check: no stale answer
+    assert up.theta_finite() is None
 
 
 # ---------------------------------------------------------------- the automatic choice
@@ -261,7 +330,8 @@ def test_timed_choice_leaves_the_run_untouched_and_is_recorded(monkeypatch):
     # kept for later fits of the model and saved with the run's state, so a resumed run keeps it
     assert "as chosen before" in parallel.choose(model.trainer, x, y, 32)
     ckpt = model.to_checkpoint()
-    assert ckpt.state["threads"] == {"blas": chosen.blas, "pool": chosen.pool}
+    assert ckpt.state["threads"] == {"blas": chosen.blas, "pool": chosen.pool,
+                                     **({} if chosen.block is None else {"block": chosen.block})}
     again = dnnspec.compile_text(spec)
     again.restore(ckpt)
     assert again.trainer.updater.threads == chosen
@@ -301,3 +371,13 @@ def test_forced_threads_win_and_are_recorded(monkeypatch):
     assert model.trainer.updater.threads == ThreadConfig(2, 2)
     with pytest.raises(ValueError):
         parallel.force_threads(0)
+
+
+# ---------------------------------------------------------------- passes of the update rules
+@pytest.mark.parametrize("optimizer, count", [("adam", 12), ("nadam", 14), ("momentum", 4), ("nesterov", 6),
+                                              ("rmsprop", 9)])
+def test_update_rules_make_the_fewest_passes_over_a_chunk(optimizer, count):
+    """The NumPy calls of one update over a chunk (benchmarks/bench_update --passes records them),
+    as docs/performance.md counts them: one per arithmetic operation of the formula."""
+    bench = pytest.importorskip("benchmarks.bench_update")
+    assert bench.passes(optimizer, repeats=1)["passes"] == count

@@ -157,6 +157,11 @@ def test_rows_cover_every_row_once_in_blocks_of_the_threshold(monkeypatch):
     pool.rows(mark, a, b)  # one thread: one call up to two blocks of MAX_CHUNK ...
     assert seen == [103]
     seen.clear()
+    pool.use(2, block=10)  # a threshold set with the pool (the automatic choice's) replaces MIN_CHUNK
+    pool.rows(mark, a[:19], b[:19])
+    assert seen == [10, 9] and pool.min_block() == 10
+    seen.clear()
+    pool.use(1)
     big, col = np.zeros((250, 10), np.float32), np.zeros((250, 1), np.float32)
     pool.rows(mark, big, col)  # ... and blocks beyond, each kept in the L2 cache across fn's passes
     assert seen == [84, 84, 82] and (big == 1).all() and (col == 1).all()
@@ -209,8 +214,13 @@ def test_training_with_batch_norm_elu_dropout_and_adam_is_identical_on_one_and_t
     sizes = spy_blocks(monkeypatch)
     two = fitted(ThreadConfig(1, 2))
     assert sizes.count(4) >= 2 * 4 * 10, sizes  # the ops' passes ran in blocks
-    assert np.array_equal(one.plan.theta, two.plan.theta)
-    assert np.array_equal(one.plan.fixed, two.plan.fixed)  # moving statistics
-    for k in one.trainer.updater.optimizer.slots:
-        assert np.array_equal(one.trainer.updater.state[k], two.trainer.updater.state[k])
-    assert [h["loss"] for h in one.history] == [h["loss"] for h in two.history]
+    sizes.clear()
+    # a smaller row-block threshold (as the automatic choice may set): 75 K elements in 6 blocks
+    finer = fitted(ThreadConfig(1, 2, 1 << 12))
+    assert sizes.count(6) >= 2 * 4 * 10 and sizes.count(4) < 10, sizes
+    for other in (two, finer):
+        assert np.array_equal(one.plan.theta, other.plan.theta)
+        assert np.array_equal(one.plan.fixed, other.plan.fixed)  # moving statistics
+        for k in one.trainer.updater.optimizer.slots:
+            assert np.array_equal(one.trainer.updater.state[k], other.trainer.updater.state[k])
+        assert [h["loss"] for h in one.history] == [h["loss"] for h in other.history]

@@ -63,17 +63,24 @@ def env_threads() -> int | None:
 
 @dataclass(frozen=True)
 class ThreadConfig:
-    """BLAS threads for the GEMMs, pool threads (the caller included) for the element-wise passes."""
+    """BLAS threads for the GEMMs, pool threads (the caller included) for the element-wise passes,
+    and the smallest row block the ops' passes are cut into (elements; None: `pool.MIN_CHUNK`)."""
 
     blas: int
     pool: int
+    block: int | None = None
 
     def __str__(self) -> str:
-        return f"BLAS {self.blas} thread{'s' if self.blas != 1 else ''}, element-wise {self.pool}"
+        text = f"BLAS {self.blas} thread{'s' if self.blas != 1 else ''}, element-wise {self.pool}"
+        return text if self.block is None else f"{text}, row blocks from {_ki(self.block)}"
 
     @property
     def short(self) -> str:
-        return f"{self.blas}x{self.pool}"
+        return f"{self.blas}x{self.pool}" + ("" if self.block is None else f"/{_ki(self.block)}")
+
+
+def _ki(elements: int) -> str:
+    return f"{elements // 1024} Ki" if elements % 1024 == 0 else str(elements)
 
 
 _lock = threading.Lock()
@@ -108,14 +115,17 @@ def configure(config: ThreadConfig) -> ThreadConfig:
     global _config
     with _lock:
         _blas_controller().limit(limits=config.blas, user_api="blas")
-        _pool_mod.use(config.pool)
+        _pool_mod.use(config.pool, config.block)
         _config = config
     return config
 
 
 def current() -> ThreadConfig:
     """The configuration in force (the BLAS's own thread count until something is configured)."""
-    return _config or ThreadConfig(blas_threads() or 1, pool().threads)
+    if _config is not None:
+        return _config
+    block = _pool_mod.min_block()
+    return ThreadConfig(blas_threads() or 1, pool().threads, None if block == _pool_mod.MIN_CHUNK else block)
 
 
 def force_threads(n: int | ThreadConfig | None) -> ThreadConfig | None:
@@ -157,16 +167,39 @@ MARGIN = 0.05  # more threads must be this much faster to be chosen
 BLAS_MARGIN = 0.05  # extra BLAS threads (which spin, and stall on a busy machine) must beat one BLAS thread by this
 
 
-def candidates(cores: int) -> list[ThreadConfig]:
+def candidates(cores: int, shapes: tuple[tuple[int, int], ...] = ()) -> list[ThreadConfig]:
     """One thread; for t = 2, 4, 8, ... and all cores, one BLAS thread with t element-wise threads
-    and t of each; all cores for the BLAS alone (the BLAS's own default)."""
+    and t of each; all cores for the BLAS alone (the BLAS's own default). Each with more than one
+    element-wise thread also with every smaller row-block threshold of `pool.BLOCKS` that cuts
+    some array of `shapes` ((rows, elements): the arrays the ops pass to `rows`) differently from the
+    thresholds before it: a threshold that would cut nothing differently is not timed."""
     counts = sorted({2**i for i in range(1, int(math.log2(max(cores, 1))) + 1)} | {cores} - {1})
     out = [ThreadConfig(1, 1)]
     for t in counts:
-        out += [ThreadConfig(1, t), ThreadConfig(t, t)]
+        for c in (ThreadConfig(1, t), ThreadConfig(t, t)):
+            out.append(c)
+            seen = {_cuts(shapes, t, _pool_mod.BLOCKS[0])}
+            for block in _pool_mod.BLOCKS[1:]:
+                key = _cuts(shapes, t, block)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(ThreadConfig(c.blas, t, block))
     if cores > 1:
         out.append(ThreadConfig(cores, 1))
     return out
+
+
+def _cuts(shapes: tuple[tuple[int, int], ...], threads: int, block: int) -> tuple[int, ...]:
+    """Rows per block `rows` would give arrays of `shapes` (rows, elements) under a threshold."""
+    return tuple(_pool_mod.cut(n, size, threads, block) for n, size in shapes)
+
+
+def row_shapes(plan, batch: int) -> tuple[tuple[int, int], ...]:
+    """(rows, elements) of the arrays a training step cuts into row blocks: the batch of inputs
+    (the gather) and every op's output (its element-wise passes)."""
+    program = plan.program
+    widths = {program.input_width} | {op.n_out for op in program.ops}
+    return tuple((batch, batch * w) for w in sorted(widths))
 
 
 def pick(times: dict[ThreadConfig, float]) -> ThreadConfig:
@@ -177,7 +210,9 @@ def pick(times: dict[ThreadConfig, float]) -> ThreadConfig:
     bar = min(single) * (1 - BLAS_MARGIN) if single else math.inf
     eligible = {c: t for c, t in times.items() if c.blas == 1 or t <= bar}
     best = min(eligible.values())
-    return next(c for c in sorted(eligible, key=lambda c: (c.blas + c.pool, c.blas)) if eligible[c] <= best * (1 + MARGIN))
+    # fewest threads, then fewest BLAS threads, then the default threshold (None) before smaller ones
+    order = sorted(eligible, key=lambda c: (c.blas + c.pool, c.blas, -(c.block or math.inf)))
+    return next(c for c in order if eligible[c] <= best * (1 + MARGIN))
 
 
 def step_flops(plan, batch: int) -> float:
@@ -206,7 +241,7 @@ def choose(trainer, x: np.ndarray, y: np.ndarray, batch: int, start_op: int = 0,
         cores = cap
     flops = step_flops(trainer.plan, batch)
     serial = ThreadConfig(1, 1)
-    cands = candidates(cores)
+    cands = candidates(cores, row_shapes(trainer.plan, min(batch, len(x))))
     min_trial_steps = rounds * len(cands) * 2
     if cores == 1:
         config, why = serial, "the environment sets one thread" if cap == 1 else "one core"

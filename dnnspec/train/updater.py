@@ -7,7 +7,8 @@ of the flat buffers, every pass of the rule over one chunk before the next chunk
 element-wise pool of `parallel` (the caller alone when it has one thread). Element-wise
 arithmetic does not depend on the cut: the result is the same bits as one call over the whole
 buffer, with any number of threads. Clipping by norm (a BLAS dot), penalties and constraints
-(per-variable reductions) stay whole.
+(per-variable reductions) stay whole. Each chunk also notes its largest and smallest weight
+after the rule, which is the loop's per-step divergence check (`theta_finite`).
 
 The updater owns the step counter `t` (updates done); the run state (`dnnspec.runstate`) saves
 and restores it together with the slots and `state_dict()`'s parts."""
@@ -50,17 +51,26 @@ class Updater:
         # state, so a resumed run uses the BLAS thread count whose rounding it continues
         self.threads: parallel.ThreadConfig | None = None
         self._clip = 0.0
+        # The divergence check's look at theta, taken by the update's chunks while each is in the
+        # L2 cache (see theta_finite): possible when the chunks cover every trainable weight and
+        # nothing changes theta after them (no constraint, no lr_mult 0, no closure optimizer).
+        covered = sum(e - s for s, e, _ in self.segments) == n
+        self._watch = covered and not self.constraints and not self.closure_based
+        self._bounds: np.ndarray | None = None  # (max, min) of each chunk after its update
+        self._bounded = -1  # the update count `_bounds` belongs to
 
     def _chunk_items(self) -> list[tuple]:
-        """(theta, grad, state views, lr multiplier, start, stop) per chunk of each segment: views
-        into buffers allocated once, so a step builds no arrays. Rebuilt when the pool's size
+        """(theta, grad, state views, lr multiplier, start, stop, index) per chunk of each segment:
+        views into buffers allocated once, so a step builds no arrays. Rebuilt when the pool's size
         changes: chunks of at most `self.chunk` elements, as many per thread."""
         threads = parallel.pool().threads
         if self._items is None or self._items_threads != threads:
             theta, grad = self.plan.theta, self.plan.grad
-            self._items = [(theta[a:b], grad[a:b], {k: v[a:b] for k, v in self.state.items()}, mult, a, b)
-                           for s, e, mult in self.segments
-                           for a, b in parallel.chunks(s, e, parallel.balanced(e - s, threads, self.chunk))]
+            spans = [(a, b, mult) for s, e, mult in self.segments
+                     for a, b in parallel.chunks(s, e, parallel.balanced(e - s, threads, self.chunk))]
+            self._items = [(theta[a:b], grad[a:b], {k: v[a:b] for k, v in self.state.items()}, mult, a, b, i)
+                           for i, (a, b, mult) in enumerate(spans)]
+            self._bounds = np.zeros((len(spans), 2), np.float64)
             size = parallel.balanced(theta.size, threads, self.chunk)
             self._all = [(theta[a:b], grad[a:b], {}, 1.0, a, b) for a, b in parallel.chunks(0, theta.size, size)]
             self._items_threads = threads
@@ -122,11 +132,30 @@ class Updater:
         self._lr = self._begin_update(epoch)
         self.optimizer.prepare(self.t)
         parallel.pool().run(self._update_chunk, self._chunk_items())
+        if self._watch:
+            self._bounded = self.t
         self._after_update(epoch)
 
     def _update_chunk(self, item: tuple) -> None:
-        p, g, state, mult, _, _ = item
-        self.optimizer.update(p, g, state, self._lr * mult, self.t)
+        p, g, state, mult, _, _, i = item
+        # a worker thread has its own NumPy error state: a diverging run overflows quietly there
+        # too (the loop reports it as divergence)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.optimizer.update(p, g, state, self._lr * mult, self.t)
+            if self._watch:  # the chunk is in the L2 cache now: reading it again streams nothing from memory
+                # maximum and minimum propagate a NaN, and an Inf is one of them; together they take
+                # 10 µs per 64 Ki elements here against 16 µs for a sum, which can also overflow
+                self._bounds[i, 0] = np.maximum.reduce(p)
+                self._bounds[i, 1] = np.minimum.reduce(p)
+
+    def theta_finite(self) -> bool | None:
+        """Whether every weight in theta is finite after the last update, from the largest and
+        smallest value of each of the update's chunks (their float64 total is finite exactly when
+        each is). None when the update did not take them (see `_watch`): the caller checks theta
+        itself."""
+        if self._bounded != self.t or self._bounds is None:
+            return None
+        return math.isfinite(np.add.reduce(self._bounds, axis=None))
 
     def _scale_chunk(self, item: tuple) -> None:
         item[1].__imul__(self._clip)  # grad *= clip_norm / norm
@@ -184,6 +213,8 @@ class Updater:
         scalars = {"averaged": self.averaged, "schedule": self.rate.state_dict()}
         if self.threads is not None:
             scalars["threads"] = {"blas": self.threads.blas, "pool": self.threads.pool}
+            if self.threads.block is not None:
+                scalars["threads"]["block"] = self.threads.block
         arrays = {"average": self.average} if self.averaged else {}
         if hasattr(self.optimizer, "state_dict"):
             opt_scalars, opt_arrays = self.optimizer.state_dict()
@@ -196,7 +227,9 @@ class Updater:
         self.averaged = int(scalars.get("averaged", 0))
         threads = scalars.get("threads")
         if isinstance(threads, dict):
-            self.threads = parallel.ThreadConfig(int(threads["blas"]), int(threads["pool"]))
+            block = threads.get("block")
+            self.threads = parallel.ThreadConfig(int(threads["blas"]), int(threads["pool"]),
+                                                 None if block is None else int(block))
         if self.average is not None and "average" in arrays:
             self.average[...] = arrays["average"]
         if "optimizer_state" in scalars and hasattr(self.optimizer, "load_state_dict"):
