@@ -37,3 +37,15 @@ def in_tmp(tmp_path, monkeypatch):
     """Run inside a temporary folder: spec paths are relative to the working directory."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def restore_threads():
+    """The test leaves the process's BLAS threads and element-wise pool as it found them."""
+    from dnnspec.train import parallel
+
+    before = parallel.blas_threads()
+    yield
+    parallel.force_threads(None)
+    parallel.configure(parallel.ThreadConfig(before or 1, 1))
+

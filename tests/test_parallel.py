@@ -15,6 +15,8 @@ from dnnspec.optim import OPTIMIZERS
 from dnnspec.train import parallel
 from dnnspec.train.parallel import Pool, ThreadConfig
 
+pytestmark = pytest.mark.usefixtures("restore_threads")
+
 # L-BFGS re-evaluates the loss through a closure and updates serially
 OPTIMIZERS_CHUNKED = [e.name for e in OPTIMIZERS.entries() if not getattr(e.cls, "closure_based", False)]
 VARIANTS = {  # options whose code paths differ
@@ -25,13 +27,6 @@ VARIANTS = {  # options whose code paths differ
 }
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """Every test leaves the process's BLAS threads and pool as it found them."""
-    before = parallel.blas_threads()
-    yield
-    parallel.force_threads(None)
-    parallel.configure(ThreadConfig(before or 1, 1))
 
 
 def net(optimizer: str, extra: str = "", width: int = 96) -> str:

@@ -18,17 +18,13 @@ from dnnspec.ops.base import ACTIVATIONS, LAYERS
 from dnnspec.train import parallel
 from dnnspec.train.parallel import ThreadConfig
 
+pytestmark = pytest.mark.usefixtures("restore_threads")
+
 ENTRIES = [pytest.param(e, id=e.name) for e in ACTIVATIONS.entries() + LAYERS.entries()]
 REQUIRED_ARGS = {"units": 16}
 N_IN, BATCH = 64, 512  # blocks of 2 Ki elements: NumPy releases the GIL in their passes, so they overlap
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = parallel.blas_threads()
-    yield
-    parallel.force_threads(None)
-    parallel.configure(ThreadConfig(before or 1, 1))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from dnnspec.syntax.fmt import format_spec
 from dnnspec.syntax.parser import parse
 
 from helpers_gradcheck import assert_grad_close, numeric_grad
+from helpers_runs import assert_resumes_exactly
 
 NET = """
 model r {{
@@ -146,10 +147,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_gradients_by_finite_differences(name):
-    text, training = CASES[name]
-    plan = plan64(text)
+def gradients(plan, training=True):
+    """The analytic gradient of sum(output * w) for fixed x and w, and its finite differences.
+    The buffer is filled with NaN first: backward must write every gradient."""
     x = np.random.default_rng(1).normal(size=(8, 3))
     w = np.random.default_rng(2).normal(size=(8, 2))
 
@@ -157,30 +157,28 @@ def test_gradients_by_finite_differences(name):
         return float(np.sum(plan.forward(x, training) * w))
 
     loss()
+    plan.grad.fill(np.nan)
     plan.backward(w.copy())
-    analytic = plan.grad.copy()
+    return plan.grad.copy(), numeric_grad(loss, plan.theta)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_gradients_by_finite_differences(name):
+    text, training = CASES[name]
+    analytic, numeric = gradients(plan64(text), training)
     assert np.abs(analytic).min() > 0  # every variable (the projection too) gets a gradient
-    assert_grad_close(analytic, numeric_grad(loss, plan.theta), what=name)
+    assert_grad_close(analytic, numeric, what=name)
 
 
 def test_gradients_with_a_dropped_block_are_those_of_the_skip_path():
     text = spec("survival=0.5, projection=true", width=4)
     plan = plan64(text)
     (begin,) = begins(plan)
-    x = np.random.default_rng(1).normal(size=(8, 3))
-    w = np.random.default_rng(2).normal(size=(8, 2))
     for draw, dropped in ((0.9, True), (0.1, False)):
         begin.rng = Draws(draw)
-
-        def loss():
-            return float(np.sum(plan.forward(x, True) * w))
-
-        loss()
+        analytic, numeric = gradients(plan)
         assert begin.dropped is dropped
-        plan.grad.fill(np.nan)  # backward must write every gradient: the body's are zero when dropped
-        plan.backward(w.copy())
-        analytic = plan.grad.copy()
-        assert_grad_close(analytic, numeric_grad(loss, plan.theta), what=f"dropped={dropped}")
+        assert_grad_close(analytic, numeric, what=f"dropped={dropped}")
         body = [n for n in plan.offsets if n.startswith("dnn/block/dense")]
         for n in body:
             a, b = plan.offsets[n]
@@ -191,15 +189,8 @@ def test_gradients_with_a_frozen_part_below():
     text = spec("projection=true", width=5, top='freeze "dnn/dense|dnn/block/dense/"')
     plan = plan64(text)
     assert plan.first_trainable == 5  # the body's second dense: backward stops there
-    x = np.random.default_rng(1).normal(size=(8, 3))
-    w = np.random.default_rng(2).normal(size=(8, 2))
-
-    def loss():
-        return float(np.sum(plan.forward(x, True) * w))
-
-    loss()
-    plan.backward(w.copy())
-    assert_grad_close(plan.grad.copy(), numeric_grad(loss, plan.theta), what="frozen below")
+    analytic, numeric = gradients(plan)
+    assert_grad_close(analytic, numeric, what="frozen below")
     assert sorted(plan.offsets) == ["dnn/block/dense_1/bias", "dnn/block/dense_1/kernel",
                                     "dnn/block/projection/kernel", "dnn/out/bias", "dnn/out/kernel"]
 
@@ -260,20 +251,10 @@ def test_a_dropped_block_does_not_run_its_body_and_keeps_batchnorm_statistics():
     assert not np.array_equal(model.variables["dnn/block/batchnorm/moving_mean"], mean)
 
 
-def test_stochastic_depth_resumes_exactly(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = spec("survival=0.5", extra="    epochs 6")
+def test_stochastic_depth_resumes_exactly(in_tmp):
     x = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)
     y = np.random.default_rng(2).normal(size=(40, 2)).astype(np.float32)
-    whole = dnnspec.compile_text(text)
-    whole.fit(x, y)
-    first = dnnspec.compile_text(text)
-    first.fit(x, y, epochs=3)
-    first.save("half.h5")
-    second = dnnspec.load_checkpoint("half.h5")
-    second.fit(x, y)
-    for n, v in whole.variables.items():
-        np.testing.assert_array_equal(v, second.variables[n])
+    assert_resumes_exactly(spec("survival=0.5", extra="    epochs 6"), x, y, first_epochs=3)
 
 
 def test_a_training_step_with_residual_blocks_allocates_no_arrays():

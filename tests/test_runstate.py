@@ -15,6 +15,8 @@ from click.testing import CliRunner
 import dnnspec
 from dnnspec.cli import main
 
+from helpers_runs import assert_resumes_exactly
+
 NET = """
 model m {{
     input x[3]
@@ -273,13 +275,4 @@ def test_onecycle_without_momentum_warns():
 
 def test_nadam_with_cycled_beta1_resumes_exactly(in_tmp):
     x, y = data(16)
-    spec = ONECYCLE.format(opt="nadam(lr=0.01)")
-    whole = dnnspec.compile_text(spec)
-    whole.fit(x, y)
-    first = dnnspec.compile_text(spec)
-    first.fit(x, y, epochs=7)
-    first.save("half.h5")
-    second = dnnspec.load_checkpoint("half.h5")
-    second.fit(x, y)
-    for n, v in whole.variables.items():
-        np.testing.assert_array_equal(v, second.variables[n])
+    assert_resumes_exactly(ONECYCLE.format(opt="nadam(lr=0.01)"), x, y, first_epochs=7)
