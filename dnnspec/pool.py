@@ -169,6 +169,7 @@ class Pool:
 _pools: dict[int, Pool] = {1: Pool(1)}  # by size: switching back and forth starts no threads
 _current = _pools[1]
 _block: int | None = None  # the row-block threshold of the configuration in force (None: MIN_CHUNK)
+_side_by_side = False  # independent BLAS calls on the pool's threads (the BLAS itself single-threaded)
 
 
 def current() -> Pool:
@@ -176,15 +177,17 @@ def current() -> Pool:
     return _current
 
 
-def use(threads: int, block: int | None = None) -> Pool:
+def use(threads: int, block: int | None = None, calls_side_by_side: bool = False) -> Pool:
     """Make the pool of `threads` threads (the caller included) the current one, and `block` the
-    smallest row block `rows` cuts (None: `MIN_CHUNK`, read at each call)."""
-    global _current, _block
+    smallest row block `rows` cuts (None: `MIN_CHUNK`, read at each call); `calls_side_by_side`:
+    `side_by_side` runs its calls on the pool (only when the BLAS runs one thread per call)."""
+    global _current, _block, _side_by_side
     threads = max(1, int(threads))
     if threads not in _pools:
         _pools[threads] = Pool(threads)
     _current = _pools[threads]
     _block = None if block is None else max(1, int(block))
+    _side_by_side = bool(calls_side_by_side)
     return _current
 
 
@@ -245,3 +248,16 @@ def rows(fn, *arrays) -> None:
         fn(*arrays)
         return
     pool.run(_star, [(fn, *(a[i:i + step] for a in arrays)) for i in range(0, n, step)])
+
+
+def side_by_side(*calls: tuple) -> None:
+    """Independent calls, each `(fn, *args)` writing only its own outputs (a dense layer's kernel
+    gradient and input gradient), on the current pool's threads when the configuration runs the BLAS
+    single-threaded, else one after the other. Two GEMMs of a small batch side by side on one-thread
+    BLAS scale better than one GEMM on OpenBLAS's threads; each call is the same call either way, so
+    the results are the same bits."""
+    if _side_by_side and _current.threads > 1:
+        _current.run(_star, calls)
+    else:
+        for call in calls:
+            _star(call)

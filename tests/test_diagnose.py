@@ -405,6 +405,7 @@ def test_nothing_below_imports_diagnose_or_plots():
 
 
 def test_compare_spec_puts_a_residual_net_beside_a_plain_one(data, tmp_path):
+    pytest.importorskip("matplotlib")  # --plot
     plain = tmp_path / "plain.dnn"
     plain.write_text(deep_spec(data, "relu", "he_normal", depth=4))
     residual = tmp_path / "res.dnn"

@@ -220,3 +220,34 @@ def test_training_with_batch_norm_elu_dropout_and_adam_is_identical_on_one_and_t
         for k in one.trainer.updater.optimizer.slots:
             assert np.array_equal(one.trainer.updater.state[k], other.trainer.updater.state[k])
         assert [h["loss"] for h in one.history] == [h["loss"] for h in other.history]
+
+
+@pytest.mark.parametrize("config, side_by_side", [(ThreadConfig(1, 2), True), (ThreadConfig(2, 1), False),
+                                                  (ThreadConfig(2, 2), False)])
+def test_a_dense_layers_two_backward_gemms_run_side_by_side_only_on_one_thread_blas(monkeypatch, config,
+                                                                                    side_by_side):
+    """On single-threaded BLAS with a pool of two, the kernel gradient and the input gradient (two
+    independent GEMMs) run on two threads; with a threaded BLAS they run one after the other (two
+    threaded GEMMs at once would oversubscribe the cores). Either way, the same bits."""
+    parallel.configure(config)
+    layer = LAYERS.get("dense").cls(units=64)
+    variables = {k: np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
+                 for k, v in layer.variables(48).items()}
+    layer.bind(variables, {k: np.empty_like(v) for k, v in variables.items()})
+    layer.allocate(32, 48)
+    x = np.random.default_rng(2).normal(size=(32, 48)).astype(np.float32)
+    dy = np.random.default_rng(3).normal(size=(32, 64)).astype(np.float32)
+    threads, gate, real = set(), threading.Barrier(2, timeout=5), pool._star
+
+    def spy(call):
+        threads.add(threading.get_ident())
+        if side_by_side:
+            gate.wait()  # both calls in flight at once: they cannot have run one after the other
+        return real(call)
+
+    monkeypatch.setattr(pool, "_star", spy)
+    layer.forward(x, True)
+    dx = layer.backward(dy).copy()
+    assert len(threads) == (2 if side_by_side else 1)
+    np.testing.assert_array_equal(dx, dy @ variables["kernel"].T)
+    np.testing.assert_array_equal(layer.grads["kernel"], x.T @ dy)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..pool import rows
+from ..pool import rows, side_by_side
 from ..registry import Float, Int, LayerName, Ref
 from .activations import SELU_ALPHA, SELU_LAMBDA, _Fill
 from .base import LAYERS, Op, Var
@@ -85,11 +85,19 @@ class Dense(Op):
         out += self.vars["bias"]
 
     def _affine_backward(self, dz, kernel, need_dx):
-        if self.needs_grads:  # a frozen layer above a trainable one only passes dx through
-            np.matmul(self.x.T, dz, out=self.grads["kernel"])
-            if self.use_bias:
-                self.colsum(dz, self.grads["bias"])
-        return np.matmul(dz, kernel.T, out=self._dx[: len(dz)]) if need_dx else None
+        dx = self._dx[: len(dz)] if need_dx else None
+        if self.needs_grads and need_dx:  # independent GEMMs: side by side where that pays
+            side_by_side((self._weight_grads, dz), (np.matmul, dz, kernel.T, dx))
+        elif self.needs_grads:
+            self._weight_grads(dz)
+        elif need_dx:  # a frozen layer above a trainable one only passes dx through
+            np.matmul(dz, kernel.T, dx)
+        return dx
+
+    def _weight_grads(self, dz):
+        np.matmul(self.x.T, dz, out=self.grads["kernel"])
+        if self.use_bias:
+            self.colsum(dz, self.grads["bias"])
 
     def describe(self):
         text = f"{self.registered_name} {self.n_in if self.n_in is not None else '?'}->{self.units}"

@@ -115,7 +115,7 @@ def configure(config: ThreadConfig) -> ThreadConfig:
     global _config
     with _lock:
         _blas_controller().limit(limits=config.blas, user_api="blas")
-        _pool_mod.use(config.pool, config.block)
+        _pool_mod.use(config.pool, config.block, calls_side_by_side=config.blas == 1)
         _config = config
     return config
 
