@@ -290,8 +290,8 @@ class Plan:
         """Back-propagate dL/dz down to the lowest trainable op and no further."""
         stop = self.first_trainable
         for i in range(len(self.ops) - 1, stop - 1, -1):
-            op, inside = self.ops[i], self._inside[i]
-            if inside and _dropped(inside):  # not run forward: its gradients are zero
+            op = self.ops[i]
+            if not self.ran(i):  # not run forward: its gradients are zero
                 for g in op.grads.values():
                     g.fill(0.0)
                 continue
