@@ -44,16 +44,16 @@ def _instrument(model, acc: dict):
 
     plan, trainer = model.plan, model.trainer
     stack: list[str] = []
-    real_matmul, real_take = np.matmul, np.take
+    real_matmul, real_take = layers.matmul, np.take
 
-    def matmul(*a, **k):  # a GEMM is charged to the op that called it
+    def matmul(*a, **k):  # a GEMM (all its blocks, when split on the pool) is charged to the op that called it
         t0 = time.perf_counter()
         out = real_matmul(*a, **k)
         key = f"gemm:{stack[-1]}" if stack else "gemm:?"
         acc[key] = acc.get(key, 0.0) + time.perf_counter() - t0
         return out
 
-    layers.np.matmul = matmul  # `np` is numpy itself: swapped for the profiled epoch only
+    layers.matmul = matmul  # the layers' GEMMs (dnnspec.pool.matmul): swapped for the profiled epoch only
     real_rows = getattr(loop, "rows", None)  # the gather's row blocks (np.take in each) on the pool
     if real_rows is not None:
         loop.rows = _timed(real_rows, acc, "gather")
@@ -72,7 +72,7 @@ def _instrument(model, acc: dict):
         patched.append((obj, name))
 
     def restore():
-        layers.np.matmul, loop.np.take = real_matmul, real_take
+        layers.matmul, loop.np.take = real_matmul, real_take
         if real_rows is not None:
             loop.rows = real_rows
         for obj, name in patched:

@@ -8,7 +8,9 @@ too small to pay for a thread (the row-block threshold). A row block gets exactl
 arithmetic the whole array gets, element by element or row by row, so the result is the same
 bits with any number of threads and any threshold. Which pool is current (its size) and the
 threshold are set by `dnnspec.train.parallel`, which chooses the thread configuration;
-`use(n, block)` switches.
+`use(n, block, split_gemms)` switches. `matmul(a, b, out)` is the ops' GEMM: one BLAS call, or,
+when the configuration runs a one-thread BLAS beside a pool of several, one block of the output
+per thread on the pool.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import math
 import os
 import threading
+
+import numpy as np
 
 # ------------------------------------------------------------------ chunk sizes
 
@@ -169,7 +173,7 @@ class Pool:
 _pools: dict[int, Pool] = {1: Pool(1)}  # by size: switching back and forth starts no threads
 _current = _pools[1]
 _block: int | None = None  # the row-block threshold of the configuration in force (None: MIN_CHUNK)
-_side_by_side = False  # independent BLAS calls on the pool's threads (the BLAS itself single-threaded)
+_split = False  # GEMMs cut into blocks on the pool's threads (the BLAS itself single-threaded)
 
 
 def current() -> Pool:
@@ -177,17 +181,17 @@ def current() -> Pool:
     return _current
 
 
-def use(threads: int, block: int | None = None, calls_side_by_side: bool = False) -> Pool:
+def use(threads: int, block: int | None = None, split_gemms: bool = False) -> Pool:
     """Make the pool of `threads` threads (the caller included) the current one, and `block` the
-    smallest row block `rows` cuts (None: `MIN_CHUNK`, read at each call); `calls_side_by_side`:
-    `side_by_side` runs its calls on the pool (only when the BLAS runs one thread per call)."""
-    global _current, _block, _side_by_side
+    smallest row block `rows` cuts (None: `MIN_CHUNK`, read at each call); `split_gemms`:
+    `matmul` cuts GEMMs into blocks on the pool (only when the BLAS runs one thread per call)."""
+    global _current, _block, _split
     threads = max(1, int(threads))
     if threads not in _pools:
         _pools[threads] = Pool(threads)
     _current = _pools[threads]
     _block = None if block is None else max(1, int(block))
-    _side_by_side = bool(calls_side_by_side)
+    _split = bool(split_gemms)
     return _current
 
 
@@ -250,14 +254,30 @@ def rows(fn, *arrays) -> None:
     pool.run(_star, [(fn, *(a[i:i + step] for a in arrays)) for i in range(0, n, step)])
 
 
-def side_by_side(*calls: tuple) -> None:
-    """Independent calls, each `(fn, *args)` writing only its own outputs (a dense layer's kernel
-    gradient and input gradient), on the current pool's threads when the configuration runs the BLAS
-    single-threaded, else one after the other. Two GEMMs of a small batch side by side on one-thread
-    BLAS scale better than one GEMM on OpenBLAS's threads; each call is the same call either way, so
-    the results are the same bits."""
-    if _side_by_side and _current.threads > 1:
-        _current.run(_star, calls)
+# The fewest multiply-adds per thread for which `matmul` cuts a GEMM: below it a thread's wake-up
+# (~10 µs idle, 0.1 ms busy) costs about what its share saves. 2 Mi multiply-adds take ~20 µs at
+# 100 GFLOP/s; the output layer's GEMMs (100 x 512 x 10: 0.5 Mi) stay whole.
+MIN_GEMM = 1 << 21
+GEMM_ALIGN = 16  # blocks in multiples of this many rows or columns: whole tiles of the BLAS's kernels
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D arrays. When the configuration splits GEMMs (a one-thread BLAS and a pool
+    of several threads, set by `use`), the output is cut into one block per thread along its
+    longer side, row blocks of `a` or column blocks of `b`, and each block is one single-threaded
+    BLAS call on the pool: a batch of 100 gives GEMMs that OpenBLAS's own threads speed up little,
+    and the blocks also run where the element-wise work runs, with no BLAS threads spinning beside
+    the pool. Each block computes its outputs with the whole inner dimension, as one call does."""
+    threads = _current.threads
+    m, n = out.shape
+    if not _split or threads == 1 or m * n * a.shape[1] < threads * MIN_GEMM:
+        return np.matmul(a, b, out=out)
+    side = max(m, n)
+    step = -(-side // threads)
+    step = min(side, -(-step // GEMM_ALIGN) * GEMM_ALIGN)
+    if m >= n:
+        items = [(np.matmul, a[i:i + step], b, out[i:i + step]) for i in range(0, m, step)]
     else:
-        for call in calls:
-            _star(call)
+        items = [(np.matmul, a, b[:, i:i + step], out[:, i:i + step]) for i in range(0, n, step)]
+    _current.run(_star, items)
+    return out

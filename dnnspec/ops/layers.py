@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..pool import rows, side_by_side
+from ..pool import matmul, rows
 from ..registry import Float, Int, LayerName, Ref
 from .activations import SELU_ALPHA, SELU_LAMBDA, _Fill
 from .base import LAYERS, Op, Var
@@ -76,7 +76,7 @@ class Dense(Op):
         return self._affine_backward(dy, self.vars["kernel"], need_dx)
 
     def _affine(self, x, kernel, out):
-        np.matmul(x, kernel, out=out)
+        matmul(x, kernel, out)
         if self.use_bias:
             rows(self._add_bias, out)
         return out
@@ -86,16 +86,14 @@ class Dense(Op):
 
     def _affine_backward(self, dz, kernel, need_dx):
         dx = self._dx[: len(dz)] if need_dx else None
-        if self.needs_grads and need_dx:  # independent GEMMs: side by side where that pays
-            side_by_side((self._weight_grads, dz), (np.matmul, dz, kernel.T, dx))
-        elif self.needs_grads:
+        if self.needs_grads:
             self._weight_grads(dz)
-        elif need_dx:  # a frozen layer above a trainable one only passes dx through
-            np.matmul(dz, kernel.T, dx)
+        if need_dx:  # a frozen layer above a trainable one only passes dx through
+            matmul(dz, kernel.T, dx)
         return dx
 
     def _weight_grads(self, dz):
-        np.matmul(self.x.T, dz, out=self.grads["kernel"])
+        matmul(self.x.T, dz, self.grads["kernel"])
         if self.use_bias:
             self.colsum(dz, self.grads["bias"])
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..pool import matmul
 from ..registry import Choice, Float, Int, Ref, Registry
 from .base import Op, Var
 
@@ -88,7 +89,7 @@ class ResidualAdd(Op):
         begin = self.begin
         s, y = begin.x, self._y[: len(x)]
         if self.projection:
-            np.matmul(s, self.vars["kernel"], out=y)
+            matmul(s, self.vars["kernel"], y)
         else:
             np.copyto(y, s)
         if begin.dropped:
@@ -105,8 +106,8 @@ class ResidualAdd(Op):
         begin = self.begin
         if self.projection:
             if self.needs_grads:
-                np.matmul(begin.x.T, dy, out=self.grads["kernel"])
-            self.dskip = np.matmul(dy, self.vars["kernel"].T, out=self._ds[: len(dy)])
+                matmul(begin.x.T, dy, self.grads["kernel"])
+            self.dskip = matmul(dy, self.vars["kernel"].T, self._ds[: len(dy)])
         else:
             self.dskip = dy  # read by the begin op before the op above writes it again
         if not need_dx or begin.dropped:

@@ -8,7 +8,9 @@ on a large array), the calling thread working too. The ops' element-wise passes 
 gather run over row blocks on the same pool (`dnnspec.pool.rows`; the pool lives in that leaf
 module so that the ops can use it without importing the runtime). Element-wise arithmetic does
 not depend on how an array is cut, so the result is the same bits with any number of threads
-and any chunk size. GEMMs run on the BLAS's threads (OpenBLAS), set with threadpoolctl.
+and any chunk size. GEMMs run on the BLAS's threads (OpenBLAS, set with threadpoolctl), or, with a
+one-thread BLAS and a pool of several, cut into one block per thread on the pool
+(`dnnspec.pool.matmul`).
 
 A configuration is `ThreadConfig(blas, pool)`. `choose(trainer, x, y, batch)` picks one when a fit
 starts: unless `force_threads` fixed it (`dnnspec run --threads N`), it times a few training
@@ -64,7 +66,8 @@ def env_threads() -> int | None:
 @dataclass(frozen=True)
 class ThreadConfig:
     """BLAS threads for the GEMMs, pool threads (the caller included) for the element-wise passes,
-    and the smallest row block the ops' passes are cut into (elements; None: `pool.MIN_CHUNK`)."""
+    and the smallest row block the ops' passes are cut into (elements; None: `pool.MIN_CHUNK`).
+    With one BLAS thread and a pool of several, the GEMMs run in blocks on the pool too."""
 
     blas: int
     pool: int
@@ -115,7 +118,7 @@ def configure(config: ThreadConfig) -> ThreadConfig:
     global _config
     with _lock:
         _blas_controller().limit(limits=config.blas, user_api="blas")
-        _pool_mod.use(config.pool, config.block, calls_side_by_side=config.blas == 1)
+        _pool_mod.use(config.pool, config.block, split_gemms=config.blas == 1)
         _config = config
     return config
 
