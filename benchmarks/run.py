@@ -159,7 +159,8 @@ def thread_table(args) -> tuple[list[str], list[dict]]:
            f"{args.rounds} fresh processes (rounds in alternating order, epochs pooled), the threads limited "
            "after import, OpenBLAS's own kernel (OPENBLAS_CORETYPE unset). dnnspec `--threads N`: N BLAS threads "
            "and N element-wise threads; \"N BLAS + 1\": the GEMMs threaded, element-wise work on one thread (the "
-           "old default); \"1 BLAS + N\": the GEMMs on one thread, element-wise work on N. dnnspec best/PyTorch: "
+           "old default); \"1 BLAS + N\": N pool threads for the element-wise work and for the GEMMs, each GEMM cut "
+           "into one block per thread, a one-thread BLAS call each. dnnspec best/PyTorch: "
            "the fastest dnnspec configuration with at most N threads over PyTorch with N. 1→N: speed-up over the "
            "same implementation at 1 thread.", "", *lines, "",
            "The automatic choice (no `--threads`: configurations timed on a copy of the model when the fit starts, "

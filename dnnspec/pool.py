@@ -258,7 +258,7 @@ def rows(fn, *arrays) -> None:
 # (~10 µs idle, 0.1 ms busy) costs about what its share saves. 2 Mi multiply-adds take ~20 µs at
 # 100 GFLOP/s; the output layer's GEMMs (100 x 512 x 10: 0.5 Mi) stay whole.
 MIN_GEMM = 1 << 21
-GEMM_ALIGN = 16  # blocks in multiples of this many rows or columns: whole tiles of the BLAS's kernels
+GEMM_ALIGN = (16, 8, 4, 1)  # block sides in whole tiles of the BLAS's kernels, the largest tile that keeps blocks even
 
 
 def matmul(a, b, out):
@@ -273,8 +273,10 @@ def matmul(a, b, out):
     if not _split or threads == 1 or m * n * a.shape[1] < threads * MIN_GEMM:
         return np.matmul(a, b, out=out)
     side = max(m, n)
-    step = -(-side // threads)
-    step = min(side, -(-step // GEMM_ALIGN) * GEMM_ALIGN)
+    even = -(-side // threads)
+    # whole tiles where they still give every thread a block no more than 15 % over an even share
+    step = next((s for s in (-(-even // a) * a for a in GEMM_ALIGN) if s * (threads - 1) < side and s <= 1.15 * even),
+                even)
     if m >= n:
         items = [(np.matmul, a[i:i + step], b, out[i:i + step]) for i in range(0, m, step)]
     else:

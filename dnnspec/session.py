@@ -121,6 +121,11 @@ class Interrupts:
     KeyboardInterrupt, cannot be swallowed by a destructor or a weakref callback."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
+    # The handler a further signal meets once a signal has stopped the run and the run is on its way
+    # out: None gives the caller back its own handlers (a library user); the CLI, which then prints
+    # the run's message and exits, sets SIG_IGN (a KeyboardInterrupt on the way out would replace
+    # the message that names the checkpoint to resume).
+    after_stop = None
 
     def __init__(self, last_good=lambda: None):
         self.received: int | None = None
@@ -145,8 +150,9 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc) -> None:
+        keep = self.after_stop if self.received is not None else None
         for num, old in self._old.items():
-            signal.signal(num, old)
+            signal.signal(num, old if keep is None else keep)
 
     @property
     def exit_code(self) -> int:
@@ -215,7 +221,8 @@ def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks
         check_resume(model, ckpt, resume, log)
     lock = RunLock(out.lock_path()) if out.lock_path() is not None else contextlib.nullcontext()
     last_good = lambda: str(out.latest) if out.latest is not None and out.latest.is_file() else None  # noqa: E731
-    with lock, Interrupts(last_good) as signals:
+    # the handlers first: a signal while the lock is taken stops the run at its first safe point
+    with Interrupts(last_good) as signals, lock:
         try:
             if ckpt is not None:
                 model.restore(ckpt)

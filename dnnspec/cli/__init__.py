@@ -8,6 +8,7 @@ Heavy modules are imported inside commands so `dnnspec --help` starts fast.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import click
@@ -75,6 +76,7 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads, moni
 
         monitor = LayerMonitor(model.plan, every) if every else None
         hooks = [tensorboard_writer(tensorboard_dir)] if tensorboard_dir else []
+    session.Interrupts.after_stop = signal.SIG_IGN  # this process prints the run's message and exits
     result = session.run(model, reporter=reporter, resume=resume, monitor=monitor, hooks=hooks or (),
                          log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)))
     if as_json:
