@@ -44,16 +44,20 @@ def _instrument(model, acc: dict):
 
     plan, trainer = model.plan, model.trainer
     stack: list[str] = []
-    real_matmul, real_take = layers.matmul, np.take
+    real_take = np.take
+    real_gemms = {name: getattr(layers, name) for name in ("matmul", "matmuls")}
 
-    def matmul(*a, **k):  # a GEMM (all its blocks, when split on the pool) is charged to the op that called it
-        t0 = time.perf_counter()
-        out = real_matmul(*a, **k)
-        key = f"gemm:{stack[-1]}" if stack else "gemm:?"
-        acc[key] = acc.get(key, 0.0) + time.perf_counter() - t0
-        return out
+    def charged(fn):  # a GEMM (all its blocks, when split on the pool) is charged to the op that called it
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            key = f"gemm:{stack[-1]}" if stack else "gemm:?"
+            acc[key] = acc.get(key, 0.0) + time.perf_counter() - t0
+            return out
+        return wrapper
 
-    layers.matmul = matmul  # the layers' GEMMs (dnnspec.pool.matmul): swapped for the profiled epoch only
+    for name, fn in real_gemms.items():  # the layers' GEMMs (dnnspec.pool): swapped for the profiled epoch only
+        setattr(layers, name, charged(fn))
     real_rows = getattr(loop, "rows", None)  # the gather's row blocks (np.take in each) on the pool
     if real_rows is not None:
         loop.rows = _timed(real_rows, acc, "gather")
@@ -72,7 +76,9 @@ def _instrument(model, acc: dict):
         patched.append((obj, name))
 
     def restore():
-        layers.matmul, loop.np.take = real_matmul, real_take
+        loop.np.take = real_take
+        for name, fn in real_gemms.items():
+            setattr(layers, name, fn)
         if real_rows is not None:
             loop.rows = real_rows
         for obj, name in patched:

@@ -262,24 +262,42 @@ GEMM_ALIGN = (16, 8, 4, 1)  # block sides in whole tiles of the BLAS's kernels, 
 
 
 def matmul(a, b, out):
-    """out = a @ b for 2-D arrays. When the configuration splits GEMMs (a one-thread BLAS and a pool
-    of several threads, set by `use`), the output is cut into one block per thread along its
-    longer side, row blocks of `a` or column blocks of `b`, and each block is one single-threaded
-    BLAS call on the pool: a batch of 100 gives GEMMs that OpenBLAS's own threads speed up little,
-    and the blocks also run where the element-wise work runs, with no BLAS threads spinning beside
-    the pool. Each block computes its outputs with the whole inner dimension, as one call does."""
+    """out = a @ b for 2-D arrays (one product of `matmuls`)."""
+    matmuls((a, b, out))
+    return out
+
+
+def matmuls(*products) -> None:
+    """out = a @ b for each `(a, b, out)` of 2-D arrays, the products independent of each other (a
+    dense layer's kernel gradient and input gradient). When the configuration splits GEMMs (a
+    one-thread BLAS and a pool of several threads, set by `use`), each output is cut into one block
+    per thread along its longer side, row blocks of `a` or column blocks of `b` (whole 16-row or
+    16-column tiles where the blocks stay even), and the blocks of all the products are one run on
+    the pool, each block a single-threaded BLAS call over the whole inner dimension. A batch of 100
+    gives GEMMs that OpenBLAS's own threads speed up little; on the pool the blocks run where the
+    element-wise work runs, with no BLAS threads spinning beside it. Otherwise one BLAS call each."""
     threads = _current.threads
+    if not _split or threads == 1:
+        for a, b, out in products:
+            np.matmul(a, b, out=out)
+        return
+    items = [item for a, b, out in products for item in _gemm_blocks(a, b, out, threads)]
+    if len(items) == 1:
+        _star(items[0])
+    else:
+        _current.run(_star, items)
+
+
+def _gemm_blocks(a, b, out, threads: int) -> list[tuple]:
+    """The calls computing out = a @ b in one block per thread (one call when too small to pay)."""
     m, n = out.shape
-    if not _split or threads == 1 or m * n * a.shape[1] < threads * MIN_GEMM:
-        return np.matmul(a, b, out=out)
+    if m * n * a.shape[1] < threads * MIN_GEMM:
+        return [(np.matmul, a, b, out)]
     side = max(m, n)
     even = -(-side // threads)
     # whole tiles where they still give every thread a block no more than 15 % over an even share
-    step = next((s for s in (-(-even // a) * a for a in GEMM_ALIGN) if s * (threads - 1) < side and s <= 1.15 * even),
+    step = next((s for s in (-(-even // t) * t for t in GEMM_ALIGN) if s * (threads - 1) < side and s <= 1.15 * even),
                 even)
     if m >= n:
-        items = [(np.matmul, a[i:i + step], b, out[i:i + step]) for i in range(0, m, step)]
-    else:
-        items = [(np.matmul, a, b[:, i:i + step], out[:, i:i + step]) for i in range(0, n, step)]
-    _current.run(_star, items)
-    return out
+        return [(np.matmul, a[i:i + step], b, out[i:i + step]) for i in range(0, m, step)]
+    return [(np.matmul, a, b[:, i:i + step], out[:, i:i + step]) for i in range(0, n, step)]

@@ -237,7 +237,7 @@ def test_row_block_thresholds_are_candidates_only_where_they_cut_differently():
     assert parallel.candidates(2, ((32, 32 * 40), (32, 32 * 5))) == parallel.candidates(2)  # nothing to cut
     assert all(c.block is None for c in parallel.candidates(8, ((100, 100 * 8),)))
     assert ThreadConfig(1, 16, 1 << 12) in parallel.candidates(16, batch100)
-    assert str(ThreadConfig(1, 2, 1 << 14)) == "BLAS 1 thread, element-wise 2, row blocks from 16 Ki"
+    assert str(ThreadConfig(1, 2, 1 << 14)) == "BLAS 1 thread, GEMM blocks and element-wise 2, row blocks from 16 Ki"
     assert ThreadConfig(2, 2, 1 << 12).short == "2x2/4 Ki" and ThreadConfig(2, 2).short == "2x2"
 
 

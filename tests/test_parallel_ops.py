@@ -206,6 +206,7 @@ def test_training_with_batch_norm_elu_dropout_and_adam_is_identical_on_one_and_t
     # 250 x 300 activations: 75 K elements, cut into 4 blocks of 16-32 K
     monkeypatch.setattr(pool, "MIN_CHUNK", 1 << 14)
     monkeypatch.setattr(pool, "MAX_CHUNK", 1 << 14)
+    monkeypatch.setattr(pool, "MIN_GEMM", 1 << 40)  # the GEMMs whole: the runs counted are the ops' passes
     one = fitted(ThreadConfig(1, 1))
     sizes = spy_blocks(monkeypatch)
     two = fitted(ThreadConfig(1, 2))
@@ -259,6 +260,28 @@ def test_gemms_are_cut_into_blocks_on_the_pool_only_on_one_thread_blas(monkeypat
     assert sum(s[long_side] for s in blocks) == (m, n)[long_side]
     sides = sorted((s[long_side] for s in blocks), reverse=True)
     assert len(set(sides[:-1])) == 1 and sides[-1] <= sides[0]  # equal blocks, the last one shorter at most
+
+
+@pytest.mark.parametrize("config, runs", [(ThreadConfig(1, 2), [4]), (ThreadConfig(2, 2), [])])
+def test_a_dense_layers_two_backward_gemms_are_one_run_of_blocks(monkeypatch, config, runs):
+    """The kernel gradient and the input gradient are independent: where GEMMs are split, the blocks
+    of both go to the pool in one run (one hand-over of work to the threads, not two)."""
+    monkeypatch.setattr(pool, "MIN_GEMM", 1)
+    parallel.configure(config)
+    layer = LAYERS.get("dense").cls(units=64)
+    variables = {k: np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
+                 for k, v in layer.variables(48).items()}
+    layer.bind(variables, {k: np.empty_like(v) for k, v in variables.items()})
+    layer.allocate(32, 48)
+    x = np.random.default_rng(2).normal(size=(32, 48)).astype(np.float32)
+    dy = np.random.default_rng(3).normal(size=(32, 64)).astype(np.float32)
+    layer.forward(x, True)
+    sizes = spy_blocks(monkeypatch)
+    dx = layer.backward(dy).copy()
+    assert sizes == runs
+    np.testing.assert_allclose(dx, dy @ variables["kernel"].T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["kernel"], x.T @ dy, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["bias"], dy.sum(axis=0), rtol=1e-5, atol=1e-5)
 
 
 def test_a_small_gemm_stays_one_call(monkeypatch):

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..pool import matmul, rows
+from ..pool import matmul, matmuls, rows
 from ..registry import Float, Int, LayerName, Ref
 from .activations import SELU_ALPHA, SELU_LAMBDA, _Fill
 from .base import LAYERS, Op, Var
@@ -86,16 +86,13 @@ class Dense(Op):
 
     def _affine_backward(self, dz, kernel, need_dx):
         dx = self._dx[: len(dz)] if need_dx else None
-        if self.needs_grads:
-            self._weight_grads(dz)
+        products = [(self.x.T, dz, self.grads["kernel"])] if self.needs_grads else []
         if need_dx:  # a frozen layer above a trainable one only passes dx through
-            matmul(dz, kernel.T, dx)
-        return dx
-
-    def _weight_grads(self, dz):
-        matmul(self.x.T, dz, self.grads["kernel"])
-        if self.use_bias:
+            products.append((dz, kernel.T, dx))
+        matmuls(*products)  # independent GEMMs: one run of blocks on the pool where GEMMs are split
+        if self.needs_grads and self.use_bias:
             self.colsum(dz, self.grads["bias"])
+        return dx
 
     def describe(self):
         text = f"{self.registered_name} {self.n_in if self.n_in is not None else '?'}->{self.units}"
