@@ -36,10 +36,10 @@ train {{
 
 
 def thread_config(threads):
-    """None (the automatic choice), N (N BLAS and N element-wise threads, `--threads N`),
+    """None (the automatic choice), N (`--threads N`: N threads for GEMM blocks and element-wise work),
     "BxP" (B BLAS threads, P element-wise threads) or "BxP/K" (and row blocks from K Ki elements)
     -> a ThreadConfig or None."""
-    from dnnspec.train.parallel import ThreadConfig
+    from dnnspec.train.parallel import ThreadConfig, threads_config
 
     if threads is None or threads == "auto":
         return None
@@ -47,7 +47,7 @@ def thread_config(threads):
         threads, _, block = threads.partition("/")
         b, p = threads.split("x")
         return ThreadConfig(int(b), int(p), int(block) * 1024 if block else None)
-    return ThreadConfig(int(threads), int(threads))
+    return threads_config(int(threads))
 
 
 def run(variant: str = "base", batch: int = 100, epochs: int = 3, n_samples: int = 60000,

@@ -1,13 +1,15 @@
 """The training GEMMs of the benchmark net three ways: single-threaded BLAS; the BLAS's own N
-threads; single-threaded BLAS on row blocks run side by side on dnnspec's element-wise pool of N
-threads (what dnnspec would do if it split GEMMs itself).
+threads; single-threaded BLAS on one block of the output per thread, run side by side on
+dnnspec's pool of N threads (`dnnspec.pool.matmul`, what the `1xN` configurations do).
 
     python -m benchmarks.bench_gemm_split [--threads N] [--repeats 200]
 
-Milliseconds per call, minimum and median of `repeats`, the variants interleaved so load from
-other processes hits each alike. Row blocks write disjoint rows of the output, so the result is
-the same bits as single-threaded BLAS on the whole (the BLAS's own threads may split the inner
-dimension's blocking differently: compare `same_bits`).
+Milliseconds per call, minimum and median of `repeats`. One-thread BLAS and the blocks are
+interleaved so load from other processes hits both alike; the BLAS's own threads are timed after
+them, apart: after each call they spin (OpenBLAS: ~0.1 s), and interleaved they would take the
+cores the pool's blocks need. Blocks write disjoint parts of the output, each over the whole
+inner dimension, so with OpenBLAS the result is the same bits as one call (`same_bits`; the
+BLAS's own threads may split the inner dimension's blocking differently).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ def shapes(batch: int) -> dict[str, tuple[tuple[int, int], tuple[int, int], bool
 def run(threads: int | None = None, repeats: int = 200, batches=(100, 1000)) -> dict:
     from threadpoolctl import threadpool_limits
 
+    from dnnspec import pool
     from dnnspec.train import parallel
 
     n = threads or parallel.usable_cores()
-    pool = parallel.Pool(n)
     rng = np.random.default_rng(0)
     out: dict[str, dict] = {}
     try:
@@ -41,30 +43,35 @@ def run(threads: int | None = None, repeats: int = 200, batches=(100, 1000)) -> 
                 b = rng.standard_normal(sb, dtype=np.float32)
                 a_op = a.T if trans else a
                 c = np.empty((a_op.shape[0], b.shape[1]), np.float32)
-                rows = a_op.shape[0]
-                step = -(-rows // n)
-                blocks = [(a_op[i:i + step], c[i:i + step]) for i in range(0, rows, step)]
 
-                def split():
-                    pool.run(lambda blk: np.matmul(blk[0], b, out=blk[1]), blocks)
+                def whole():
+                    np.matmul(a_op, b, out=c)
 
-                variants = {"blas 1": (1, lambda: np.matmul(a_op, b, out=c)),
-                            f"blas {n}": (n, lambda: np.matmul(a_op, b, out=c)),
-                            f"blas 1, {n} row blocks on the pool": (1, split)}
-                times = {k: [] for k in variants}
+                def blocks():
+                    pool.matmul(a_op, b, c)
+
+                times: dict[str, list[float]] = {"blas 1": [], f"blas 1, {n} blocks on the pool": [], f"blas {n}": []}
                 results = {}
-                for _ in range(repeats):
-                    for k, (bt, fn) in variants.items():
-                        with threadpool_limits(bt, user_api="blas"):
+                with threadpool_limits(1, user_api="blas"):
+                    for _ in range(repeats):
+                        for k, split, fn in (("blas 1", False, whole), (f"blas 1, {n} blocks on the pool", True, blocks)):
+                            pool.use(n if split else 1, split_gemms=split)
                             t0 = time.perf_counter()
                             fn()
                             times[k].append(time.perf_counter() - t0)
-                        results[k] = c.copy()
+                            results[k] = c.copy()
+                pool.use(1)
+                with threadpool_limits(n, user_api="blas"):
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        whole()
+                        times[f"blas {n}"].append(time.perf_counter() - t0)
+                    results[f"blas {n}"] = c.copy()
                 ref = results["blas 1"]
                 out[name] = {k: {"min_ms": 1e3 * min(v), "median_ms": 1e3 * sorted(v)[len(v) // 2],
                                  "same_bits": bool(np.array_equal(results[k], ref))} for k, v in times.items()}
     finally:
-        pool.close()
+        pool.use(1)
     return {"threads": n, "ms": out}
 
 

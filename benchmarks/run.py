@@ -76,9 +76,9 @@ def thread_counts(cores: int) -> list[int]:
 
 
 def thread_table(args) -> tuple[list[str], list[dict]]:
-    """Seconds per epoch at 1, 2, ... cores threads: dnnspec forced (`--threads N`: N BLAS and N
-    element-wise threads; N BLAS threads alone, the old default; 1 BLAS thread with N
-    element-wise), the NumPy loop and torch, each in a fresh process with its threads limited
+    """Seconds per epoch at 1, 2, ... cores threads: dnnspec forced (`--threads N`: N threads for the
+    GEMMs' blocks and the element-wise work, a one-thread BLAS; N BLAS threads alone, the old
+    default; N BLAS threads and N element-wise), the NumPy loop and torch, each in a fresh process with its threads limited
     after import; then dnnspec's automatic choice next to the best configuration measured.
 
     Every measurement of a workload is taken `args.rounds` times, in alternating order, and the
@@ -88,7 +88,7 @@ def thread_table(args) -> tuple[list[str], list[dict]]:
     env = {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}  # the kernel the CPU asks for
     epochs = max(args.epochs, 3)
     kw = dict(epochs=epochs, n_samples=args.samples, warmup=1)
-    lines = ["| workload | threads | dnnspec `--threads N` | dnnspec N BLAS + 1 | dnnspec 1 BLAS + N | NumPy by hand | "
+    lines = ["| workload | threads | dnnspec `--threads N` | dnnspec N BLAS + 1 | dnnspec N BLAS + N | NumPy by hand | "
              "PyTorch fused Adam | dnnspec best/PyTorch | dnnspec 1→N | NumPy 1→N | PyTorch 1→N |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     auto_lines = ["| workload | automatic choice | its s/epoch | best measured | auto/best | choice took |",
@@ -101,7 +101,7 @@ def thread_table(args) -> tuple[list[str], list[dict]]:
             jobs[("dnnspec", n)] = ("benchmarks.bench_dnnspec:run", dict(base, threads=n))
             if n > 1:
                 jobs[("dnnspec_Nx1", n)] = ("benchmarks.bench_dnnspec:run", dict(base, threads=f"{n}x1"))
-                jobs[("dnnspec_1xN", n)] = ("benchmarks.bench_dnnspec:run", dict(base, threads=f"1x{n}"))
+                jobs[("dnnspec_NxN", n)] = ("benchmarks.bench_dnnspec:run", dict(base, threads=f"{n}x{n}"))
             jobs[("numpy", n)] = ("benchmarks.ref_numpy:run", dict(base, threads=n))
             if ref_torch.available():
                 jobs[("torch", n)] = ("benchmarks.ref_torch:run", dict(base, adam="fused", threads=n))
@@ -117,10 +117,10 @@ def thread_table(args) -> tuple[list[str], list[dict]]:
         med = {k: median(v) for k, v in res.items()}
         dn_all = {}
         for n in counts:
-            dn_all[f"{n}x{n}"] = med[("dnnspec", n)]
+            dn_all[f"1x{n}"] = med[("dnnspec", n)]
             if n > 1:
                 dn_all[f"{n}x1"] = med[("dnnspec_Nx1", n)]
-                dn_all[f"1x{n}"] = med[("dnnspec_1xN", n)]
+                dn_all[f"{n}x{n}"] = med[("dnnspec_NxN", n)]
         for n in counts:
             best_dn = min(v for k, v in dn_all.items() if max(map(int, k.split("x"))) <= n)
             torch_n = med.get(("torch", n))
@@ -135,7 +135,7 @@ def thread_table(args) -> tuple[list[str], list[dict]]:
                 return f"{one / now:.2f}×" if one and now else "–"
 
             lines.append(f"| {variant}, batch {batch} | {n} | {cell('dnnspec')} | {cell('dnnspec_Nx1')} | "
-                         f"{cell('dnnspec_1xN')} | {cell('numpy')} | "
+                         f"{cell('dnnspec_NxN')} | {cell('numpy')} | "
                          + (f"{cell('torch')} | " if ("torch", n) in res else "n/a | ")
                          + f"**{vs_torch:.2f}×** | {speedup('dnnspec', best_dn)} | {speedup('numpy')} | "
                          f"{speedup('torch')} |")
@@ -157,10 +157,10 @@ def thread_table(args) -> tuple[list[str], list[dict]]:
     out = ["## Thread scaling", "",
            f"Seconds per epoch, median (min–max) of {epochs} timed epochs on {args.samples} samples in each of "
            f"{args.rounds} fresh processes (rounds in alternating order, epochs pooled), the threads limited "
-           "after import, OpenBLAS's own kernel (OPENBLAS_CORETYPE unset). dnnspec `--threads N`: N BLAS threads "
-           "and N element-wise threads; \"N BLAS + 1\": the GEMMs threaded, element-wise work on one thread (the "
-           "old default); \"1 BLAS + N\": N pool threads for the element-wise work and for the GEMMs, each GEMM cut "
-           "into one block per thread, a one-thread BLAS call each. dnnspec best/PyTorch: "
+           "after import, OpenBLAS's own kernel (OPENBLAS_CORETYPE unset). dnnspec `--threads N`: N pool threads "
+           "for the element-wise work and for the GEMMs, each GEMM cut into one block per thread, a one-thread BLAS "
+           "call each (the same bits for every N); \"N BLAS + 1\": the GEMMs on the BLAS's N threads, element-wise "
+           "work on one thread (the old default); \"N BLAS + N\": both. dnnspec best/PyTorch: "
            "the fastest dnnspec configuration with at most N threads over PyTorch with N. 1→N: speed-up over the "
            "same implementation at 1 thread.", "", *lines, "",
            "The automatic choice (no `--threads`: configurations timed on a copy of the model when the fit starts, "

@@ -132,14 +132,21 @@ def current() -> ThreadConfig:
     return ThreadConfig(blas_threads() or 1, pool().threads, None if block == _pool_mod.MIN_CHUNK else block)
 
 
+def threads_config(n: int) -> ThreadConfig:
+    """What `--threads N` means: N threads for the GEMMs' blocks and the element-wise work, the BLAS
+    single-threaded, so that the result is the same bits for every N (with OpenBLAS: "Results and
+    threads" in docs/performance.md)."""
+    return ThreadConfig(1, int(n))
+
+
 def force_threads(n: int | ThreadConfig | None) -> ThreadConfig | None:
-    """Fix the configuration for every later fit (`dnnspec run --threads N`: N BLAS threads and N
-    element-wise threads); None goes back to the automatic choice."""
+    """Fix the configuration for every later fit (`dnnspec run --threads N`: `threads_config(N)`);
+    None goes back to the automatic choice."""
     global _forced
     if n is None:
         _forced = None
         return None
-    config = n if isinstance(n, ThreadConfig) else ThreadConfig(int(n), int(n))
+    config = n if isinstance(n, ThreadConfig) else threads_config(n)
     if config.blas < 1 or config.pool < 1:
         raise ValueError(f"threads must be at least 1, got {config}")
     _forced = config
@@ -168,7 +175,10 @@ MIN_WORK_FLOPS = 3e7
 TUNING_SHARE = 0.1  # the trials may cost at most this share of the fit's steps ...
 LONG_FIT_STEPS = 5000  # ... unless the fit has at least this many steps
 MARGIN = 0.05  # more threads must be this much faster to be chosen
-BLAS_MARGIN = 0.05  # extra BLAS threads (which spin, and stall on a busy machine) must beat one BLAS thread by this
+# Extra BLAS threads must beat the best one-BLAS-thread configuration by this: they spin after each
+# call (and stall on a busy machine), and they change the bits (OpenBLAS splits the inner
+# dimension's blocking by thread count), where GEMM blocks on the pool give `--threads 1`'s results.
+BLAS_MARGIN = 0.10
 
 
 def candidates(cores: int, shapes: tuple[tuple[int, int], ...] = ()) -> list[ThreadConfig]:
