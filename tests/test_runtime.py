@@ -61,10 +61,11 @@ def test_a_training_step_allocates_no_arrays():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_threaded_chunked_step_allocates_no_arrays(threads, monkeypatch):
-    """The element-wise pool hands out views: no array per step, per chunk or per row block (the
+    """The pool hands out views: no array per step, per chunk, per row block or per GEMM block (the
     ops' scratch is per thread, allocated on a thread's first block)."""
     monkeypatch.setattr(pool, "MIN_CHUNK", 1024)  # the ops' passes in row blocks of 8-16 rows
     monkeypatch.setattr(pool, "MAX_CHUNK", 2048)
+    monkeypatch.setattr(pool, "MIN_GEMM", 1)  # every GEMM in blocks where the configuration splits them
     before = parallel.blas_threads()
     parallel.force_threads(parallel.ThreadConfig(1, threads))  # not the automatic choice: one thread for so small a net
     try:
