@@ -51,23 +51,19 @@ def thread_config(threads):
 
 
 def run(variant: str = "base", batch: int = 100, epochs: int = 3, n_samples: int = 60000,
-        warmup: int = 1, profile: bool = False, seed: int = 0, frozen: int = 0, layers: int = 4,
-        cache: bool = True, widths: tuple[int, ...] | None = None, threads=None, gemm_split: bool = False) -> dict:
+        warmup: int = 1, seed: int = 0, frozen: int = 0, layers: int = 4,
+        cache: bool = True, widths: tuple[int, ...] | None = None, threads=None) -> dict:
     """Seconds per epoch of `model.fit(x, y, epochs=1)` (shuffling, metrics and all).
 
     `threads`: None for the automatic choice (timed on a copy of the model before the fit, as
     `dnnspec run` does for a fit long enough to pay for it; its cost is `choice_seconds`), N or
-    "BxP" to force a configuration.
-    `gemm_split` (an experiment, not what dnnspec does): every 2-D GEMM of the layers is cut into
-    row blocks run side by side on the element-wise pool, each on single-threaded BLAS."""
+    "BxP" to force a configuration."""
     import dnnspec
     from dnnspec.train import parallel
 
     forced = thread_config(threads)
     if forced is not None:
         parallel.force_threads(forced)
-    if gemm_split:
-        _split_gemms()
     X, y = synthetic_mnist(n_samples, seed=seed)
     text = spec(variant, batch, frozen, layers, widths).replace("seed 0", f"seed {seed}")
     if not cache:
@@ -88,76 +84,8 @@ def run(variant: str = "base", batch: int = 100, epochs: int = 3, n_samples: int
               "epoch_seconds": times, "stats": Stats.of(times).as_dict(), "first_loss": losses[0],
               "final_loss": losses[-1], "steps_per_epoch": -(-n_samples // batch),
               "fit_overhead_seconds": total - sum(h["seconds"] for h in history),
-              "threads": parallel.current().short, "thread_choice": choice, "choice_seconds": choice_seconds,
-              "gemm_split": gemm_split}
-    if profile:
-        result["profile"] = _profile(model, X, y)
+              "threads": parallel.current().short, "thread_choice": choice, "choice_seconds": choice_seconds}
     return result
-
-
-def _split_gemms(min_rows: int = 64) -> None:
-    """Route the layers' np.matmul through row blocks on the element-wise pool (experiment only)."""
-    import dnnspec.ops.layers as layers
-    from dnnspec.train import parallel
-
-    real = np.matmul
-
-    def block(item):
-        a, b, out = item
-        real(a, b, out=out)
-
-    def split(a, b, out=None, **kw):
-        pool = parallel.pool()
-        n = pool.threads
-        if out is None or kw or n == 1 or a.ndim != 2 or b.ndim != 2 or a.shape[0] < n * min_rows:
-            return real(a, b, out=out, **kw)
-        step = -(-a.shape[0] // n)
-        pool.run(block, [(a[i:i + step], b, out[i:i + step]) for i in range(0, a.shape[0], step)])
-        return out
-
-    layers.np.matmul = split  # numpy's own attribute: this process only
-
-
-def _profile(model, X, y) -> dict:
-    """Where one epoch's time goes: GEMMs (np.matmul), the optimizer step (penalties, clipping and
-    the chunked update, on the element-wise pool), the loss (softmax-CE forward and backward), the
-    batch gather (np.take), the per-step finiteness check (the sums over the flat buffers), and the rest (bias adds, activations,
-    masks, metrics, Python)."""
-    import dnnspec.ops.layers as layers
-    import dnnspec.train.loop as loop
-
-    acc = {"gemm": 0.0, "optimizer": 0.0, "loss": 0.0, "gather": 0.0, "check": 0.0}
-    trainer, up, loss = model.trainer, model.trainer.updater, model.plan.loss
-    real = {"matmul": np.matmul, "take": np.take}
-
-    def timed(fn, key):
-        def wrapper(*a, **k):
-            t0 = time.perf_counter()
-            out = fn(*a, **k)
-            acc[key] += time.perf_counter() - t0
-            return out
-        return wrapper
-
-    layers.np.matmul = timed(real["matmul"], "gemm")  # `np` is numpy itself: swapped for this epoch only
-    loop.np.take = timed(real["take"], "gather")
-    up.step = timed(up.step, "optimizer")
-    loss.forward, loss.backward = timed(loss.forward, "loss"), timed(loss.backward, "loss")
-    check = "buffer_sums_finite" if hasattr(trainer, "buffer_sums_finite") else "check_finite"  # the per-step sums
-    setattr(trainer, check, timed(getattr(trainer, check), "check"))
-    try:
-        t0 = time.perf_counter()
-        history = model.fit(X, y, epochs=1)
-        total = time.perf_counter() - t0
-    finally:
-        layers.np.matmul, loop.np.take = real["matmul"], real["take"]
-        for obj, names in ((up, ["step"]), (loss, ["forward", "backward"]), (trainer, [check])):
-            for name in names:
-                del obj.__dict__[name]
-    # the epoch's validation-free fit: history seconds is the training steps; the rest is set-up
-    acc["rest"] = total - sum(acc.values())
-    steps = -(-len(X) // model.program.train.batch)
-    return {"fraction": {k: v / total for k, v in acc.items()}, "seconds": total,
-            "ms_per_step": {k: 1e3 * v / steps for k, v in acc.items()}, "epoch_seconds": history[-1]["seconds"]}
 
 
 def eval_throughput(batch: int = 4096, n_samples: int = 60000, seed: int = 0) -> dict:
