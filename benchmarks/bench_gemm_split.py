@@ -3,6 +3,7 @@ threads; single-threaded BLAS on one block of the output per thread, run side by
 dnnspec's pool of N threads (`dnnspec.pool.matmul`, what the `1xN` configurations do).
 
     python -m benchmarks.bench_gemm_split [--threads N] [--repeats 200]
+    python -m benchmarks.bench_gemm_split --sequence [--threads N] [--rounds 20]
 
 Milliseconds per call, minimum and median of `repeats`. One-thread BLAS and the blocks are
 interleaved so load from other processes hits both alike; the BLAS's own threads are timed after
@@ -10,6 +11,13 @@ them, apart: after each call they spin (OpenBLAS: ~0.1 s), and interleaved they 
 cores the pool's blocks need. Blocks write disjoint parts of the output, each over the whole
 inner dimension, so with OpenBLAS the result is the same bits as one call (`same_bits`; the
 BLAS's own threads may split the inner dimension's blocking differently).
+
+`--sequence`: all the GEMMs of one training step of the benchmark net (784-512x4, the output
+layer's small GEMMs left out: they stay whole), forward then backward as the layers issue them
+(`pool.matmul`, `pool.matmuls`), on 1 thread and in blocks on N, nothing else in between:
+milliseconds per step, median and minimum of `rounds` alternating rounds of 5 steps, and the
+speed-up. Against a training step's GEMMs in `bench_profile`, it tells what the blocks alone
+scale to and what the rest of a step (the element-wise work, the update) takes from them.
 """
 
 from __future__ import annotations
@@ -75,6 +83,47 @@ def run(threads: int | None = None, repeats: int = 200, batches=(100, 1000)) -> 
     return {"threads": n, "ms": out}
 
 
+def sequence(threads: int | None = None, rounds: int = 20, batches=(100, 1000)) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from dnnspec import pool
+    from dnnspec.train import parallel
+
+    n = threads or parallel.usable_cores()
+    rng = np.random.default_rng(0)
+    dims = [784, 512, 512, 512, 512]
+    out = {}
+    with threadpool_limits(1, user_api="blas"):
+        for batch in batches:
+            w = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip(dims[:-1], dims[1:])]
+            x = [rng.standard_normal((batch, a), dtype=np.float32) for a in dims[:-1]]
+            y = [np.empty((batch, b), np.float32) for b in dims[1:]]
+            g = [np.empty_like(k) for k in w]
+            dx = [np.empty_like(a) for a in x]
+
+            def step():
+                for i in range(len(w)):
+                    pool.matmul(x[i], w[i], y[i])
+                for i in reversed(range(len(w))):  # the first layer needs no input gradient
+                    pool.matmuls((x[i].T, y[i], g[i]), *([(y[i], w[i].T, dx[i])] if i else []))
+
+            times: dict[int, list[float]] = {1: [], n: []}
+            for r in range(rounds):
+                for t in ((1, n) if r % 2 == 0 else (n, 1)):
+                    pool.use(t, split_gemms=t > 1)
+                    step()
+                    t0 = time.perf_counter()
+                    for _ in range(5):
+                        step()
+                    times[t].append((time.perf_counter() - t0) / 5)
+            pool.use(1)
+            med = {t: 1e3 * sorted(v)[len(v) // 2] for t, v in times.items()}
+            low = {t: 1e3 * min(v) for t, v in times.items()}
+            out[f"batch {batch}"] = {"ms_median": med, "ms_min": low, "speedup_median": med[1] / med[n],
+                                     "speedup_min": low[1] / low[n]}
+    return {"threads": n, "step_gemms": out}
+
+
 def main(argv=None):
     import argparse
     import json
@@ -82,8 +131,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int)
     ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--sequence", action="store_true", help="a training step's GEMMs in sequence, 1 thread vs N")
+    ap.add_argument("--rounds", type=int, default=20)
     a = ap.parse_args(argv)
-    print(json.dumps(run(a.threads, a.repeats), indent=1))
+    print(json.dumps(sequence(a.threads, a.rounds) if a.sequence else run(a.threads, a.repeats), indent=1))
 
 
 if __name__ == "__main__":
