@@ -307,3 +307,51 @@ def test_training_with_split_gemms_matches_one_thread(monkeypatch):
         assert np.array_equal(one.plan.theta, two.plan.theta)
         assert [h["loss"] for h in one.history] == [h["loss"] for h in two.history]
     np.testing.assert_allclose(one.plan.theta, two.plan.theta, rtol=1e-5, atol=1e-6)
+
+
+WIDE_SPEC = """
+model wide {
+    input x[2]
+    scope dnn {
+        repeat 2 {
+            dense(512)
+            batchnorm(momentum=0.9)
+            relu
+        }
+        dropout(0.2)
+        dense(3)
+    }
+}
+data spirals = spirals(classes=3, samples=600, noise=0.2)
+train {
+    loss softmax_cross_entropy
+    optimizer adam(lr=0.01)
+    epochs 1
+    batch 64
+    seed 3
+    checkpoint "ck.h5"
+}
+"""
+
+
+def test_run_with_threads_1_and_3_writes_the_same_checkpoint(tmp_path):
+    """What `--threads N` promises (its GEMMs, 64 x 512 x 512, in blocks on the pool; every
+    element-wise pass in row blocks): the same weights for every N, through the real CLI, where
+    the BLAS is OpenBLAS (whose blocks compute each output as one call does)."""
+    import subprocess
+    import sys
+
+    if not any(lib.get("internal_api") == "openblas" for lib in parallel._blas_controller().info()):
+        pytest.skip("the bits of GEMM blocks are OpenBLAS's property")
+    weights = {}
+    for n in (1, 3):
+        work = tmp_path / str(n)
+        work.mkdir()
+        (work / "m.dnn").write_text(WIDE_SPEC)
+        proc = subprocess.run([sys.executable, "-m", "dnnspec", "run", "m.dnn", "-q", "--threads", str(n)],
+                              cwd=work, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        weights[n] = dnnspec.load_checkpoint(work / "ck.h5").variables
+    assert weights[1].keys() == weights[3].keys()
+    for name, value in weights[1].items():
+        assert np.array_equal(value, weights[3][name]), name
