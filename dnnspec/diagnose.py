@@ -457,14 +457,18 @@ def diagnose_variations(variations: list[Variation], batches: int = 10, steps: i
                         threads: int | None = 1) -> list[dict]:
     """Each variation compiled, fed the same examples (when its data is the same), diagnosed.
 
-    `threads`: BLAS threads (default 1: a few small batches run faster on one thread than on a
-    pool that must wake for each product; None leaves the BLAS's own choice)."""
+    `threads`: as `dnnspec run --threads` (default 1: a few small batches run faster on one
+    thread than on a pool that must wake for each product; None leaves the configuration as it is)."""
     if threads is None:
         return _diagnose_variations(variations, batches, steps)
-    from threadpoolctl import threadpool_limits
+    from .train import parallel
 
-    with threadpool_limits(threads, user_api="blas"):
+    before = parallel.current()
+    parallel.configure(parallel.threads_config(threads))
+    try:
         return _diagnose_variations(variations, batches, steps)
+    finally:
+        parallel.configure(before)
 
 
 def _diagnose_variations(variations: list[Variation], batches: int, steps: int) -> list[dict]:

@@ -49,7 +49,7 @@ def _warn(program, allow, shown: set | None = None) -> None:
               help="Write activations.png (histograms per layer) and gradients.png (norm by depth) here.")
 @click.option("--force", is_flag=True, help="Replace existing figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print every number as one JSON object.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="BLAS threads.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Threads, as for `dnnspec run --threads`.")
 @allow_option
 @handle_errors
 def diagnose(spec, overrides, batches, steps, compare, compare_sets, compare_specs, plot_dir, force, as_json, threads,
