@@ -9,6 +9,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dnnspec
 from dnnspec import pool
@@ -355,3 +357,29 @@ def test_run_with_threads_1_and_3_writes_the_same_checkpoint(tmp_path):
     assert weights[1].keys() == weights[3].keys()
     for name, value in weights[1].items():
         assert np.array_equal(value, weights[3][name]), name
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 9), n=st.integers(1, 70), threads=st.integers(2, 17),
+       a_t=st.booleans(), b_t=st.booleans())
+def test_gemm_blocks_cover_any_shape_once(m, k, n, threads, a_t, b_t):
+    """Whatever the shape, thread count and memory order (transposed views, as the backward
+    passes), the blocks cut the output's longer side into at most one block per thread, write
+    every output once, and give a @ b."""
+    rng = np.random.default_rng(m * 1000 + n)
+    a = rng.standard_normal((k, m) if a_t else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if b_t else (k, n)).astype(np.float32)
+    a, b = (a.T if a_t else a), (b.T if b_t else b)
+    out = np.full((m, n), np.nan, np.float32)
+    saved, pool.MIN_GEMM = pool.MIN_GEMM, 0  # cut whatever the size
+    try:
+        blocks = pool._gemm_blocks(a, b, out, threads)
+    finally:
+        pool.MIN_GEMM = saved
+    assert 1 <= len(blocks) <= threads
+    for fn, ba, bb, bo in blocks:
+        assert ba.shape[1] == k and bo.shape == (ba.shape[0], bb.shape[1])  # the whole inner dimension
+        fn(ba, bb, out=bo)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)  # no NaN left: every output written
+    along = 0 if m >= n else 1
+    assert sum(bo.shape[along] for *_, bo in blocks) == max(m, n)  # and written once
