@@ -256,9 +256,10 @@ def rows(fn, *arrays) -> None:
 
 # The fewest multiply-adds per thread for which `matmul` cuts a GEMM: below it a thread's wake-up
 # (~10 µs idle, 0.1 ms busy) costs about what its share saves. 2 Mi multiply-adds take ~20 µs at
-# 100 GFLOP/s; the output layer's GEMMs (100 x 512 x 10: 0.5 Mi) stay whole.
+# 100 GFLOP/s; the output layer's GEMMs (100 x 512 x 10: 0.5 Mi) stay whole. It also keeps every
+# block above the size (1 Mi) under which OpenBLAS takes its small-matrix kernel, whose sums
+# round differently from the whole call's.
 MIN_GEMM = 1 << 21
-GEMM_ALIGN = (16, 8, 4, 1)  # block sides in whole tiles of the BLAS's kernels, the largest tile that keeps blocks even
 
 
 def matmul(a, b, out):
@@ -271,8 +272,8 @@ def matmuls(*products) -> None:
     """out = a @ b for each `(a, b, out)` of 2-D arrays, the products independent of each other (a
     dense layer's kernel gradient and input gradient). When the configuration splits GEMMs (a
     one-thread BLAS and a pool of several threads, set by `use`), each output is cut into one block
-    per thread along its longer side, row blocks of `a` or column blocks of `b` (whole 16-row or
-    16-column tiles where the blocks stay even), and the blocks of all the products are one run on
+    per thread along its longer side, row blocks of `a` or column blocks of `b` (even: sides that
+    differ by one at most), and the blocks of all the products are one run on
     the pool, each block a single-threaded BLAS call over the whole inner dimension. A batch of 100
     gives GEMMs that OpenBLAS's own threads speed up little; on the pool the blocks run where the
     element-wise work runs, with no BLAS threads spinning beside it. Otherwise one BLAS call each."""
@@ -289,15 +290,14 @@ def matmuls(*products) -> None:
 
 
 def _gemm_blocks(a, b, out, threads: int) -> list[tuple]:
-    """The calls computing out = a @ b in one block per thread (one call when too small to pay)."""
+    """The calls computing out = a @ b in one block per thread (one call when too small to pay).
+    Even blocks, sides differing by one at most: a short last block (or tiles rounded up to 16)
+    would be slower than the others, and could fall under OpenBLAS's small-matrix size."""
     m, n = out.shape
     if m * n * a.shape[1] < threads * MIN_GEMM:
         return [(np.matmul, a, b, out)]
     side = max(m, n)
-    even = -(-side // threads)
-    # whole tiles where they still give every thread a block no more than 15 % over an even share
-    step = next((s for s in (-(-even // t) * t for t in GEMM_ALIGN) if s * (threads - 1) < side and s <= 1.15 * even),
-                even)
+    cuts = [i * side // threads for i in range(threads + 1)]
     if m >= n:
-        return [(np.matmul, a[i:i + step], b, out[i:i + step]) for i in range(0, m, step)]
-    return [(np.matmul, a, b[:, i:i + step], out[:, i:i + step]) for i in range(0, n, step)]
+        return [(np.matmul, a[i:j], b, out[i:j]) for i, j in zip(cuts, cuts[1:]) if j > i]
+    return [(np.matmul, a, b[:, i:j], out[:, i:j]) for i, j in zip(cuts, cuts[1:]) if j > i]

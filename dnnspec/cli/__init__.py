@@ -31,9 +31,10 @@ def main(debug: bool) -> None:
 @click.option("--reuse", "reuses", multiple=True, metavar="CKPT[:PATTERN]",
               help="Load the variables matching PATTERN from another checkpoint before training (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Do not cache the output of frozen layers.")
-@click.option("--threads", type=click.IntRange(1), help="Threads: N for the GEMMs (in blocks, each a one-thread BLAS "
-              "call) and the element-wise work, the same results for every N (default: chosen when training "
-              "starts, by timing a few steps of each configuration).")
+@click.option("--threads", type=click.IntRange(1),
+              help="Threads: N for the GEMMs (in blocks, each a one-thread BLAS call) and the element-wise work; "
+                   "with OpenBLAS the same results for every N (default: chosen when training starts, by timing "
+                   "a few steps of each configuration).")
 @click.option("--monitor", "monitor_every", type=click.IntRange(1), metavar="N",
               help="Add per-layer statistics to the metrics log every N updates (`monitor layers every=N`).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False),
