@@ -247,7 +247,7 @@ def rows(fn, *arrays) -> None:
     on the cut: `fn` must only do row-wise work."""
     pool, first = _current, arrays[0]
     n = len(first)
-    step = cut(n, first.size, pool.threads, MIN_CHUNK if _block is None else _block)
+    step = cut(n, first.size, pool.threads, min_block())
     if step >= n:
         fn(*arrays)
         return

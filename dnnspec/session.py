@@ -121,15 +121,15 @@ class Interrupts:
     KeyboardInterrupt, cannot be swallowed by a destructor or a weakref callback."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
-    # The handler a further signal meets once a signal has stopped the run and the run is on its way
-    # out: None gives the caller back its own handlers (a library user); the CLI, which then prints
-    # the run's message and exits, sets SIG_IGN (a KeyboardInterrupt on the way out would replace
-    # the message that names the checkpoint to resume).
-    after_stop = None
 
-    def __init__(self, last_good=lambda: None):
+    def __init__(self, last_good=lambda: None, after_stop=None):
         self.received: int | None = None
         self.last_good = last_good  # -> the path of the last complete checkpoint, for the message
+        # The handler a further signal meets once a signal has stopped the run and the run is on its
+        # way out: None gives the caller back its own handlers (a library user); the CLI, which then
+        # prints the run's message and exits, passes SIG_IGN (a KeyboardInterrupt on the way out
+        # would replace the message that names the checkpoint to resume).
+        self.after_stop = after_stop
         self._old: dict[int, object] = {}
 
     def _handle(self, signum, frame):
@@ -202,14 +202,15 @@ def _nothing_to_do(model: Model) -> str | None:
 
 
 # ---------------------------------------------------------------- the job
-def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks=()) -> dict:
+def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks=(), after_stop=None) -> dict:
     """Train as the spec says, writing checkpoints and the metrics log; returns the final summary.
 
     `resume` is a checkpoint of this spec to continue from (weights, optimizer slots, schedule,
     early-stopping counters, RNG streams, position inside the epoch, history). `monitor` (a
     `diagnose.LayerMonitor`) adds per-layer rows to the log every N updates; each of `hooks` (e.g.
     a TensorBoard writer) gets `epoch_end(logs)` and `layer_stats(step, stats)`, and is closed at
-    the end. They are built by the caller, so nothing here depends on diagnostics.
+    the end. They are built by the caller, so nothing here depends on diagnostics. `after_stop`: the
+    handler for SIGINT/SIGTERM once a signal has stopped the run (None: the caller's own again).
     """
     start = time.perf_counter()
     program, cfg = model.program, model.program.train
@@ -222,7 +223,7 @@ def run(model: Model, reporter=None, log=print, resume=None, monitor=None, hooks
     lock = RunLock(out.lock_path()) if out.lock_path() is not None else contextlib.nullcontext()
     last_good = lambda: str(out.latest) if out.latest is not None and out.latest.is_file() else None  # noqa: E731
     # the handlers first: a signal while the lock is taken stops the run at its first safe point
-    with Interrupts(last_good) as signals, lock:
+    with Interrupts(last_good, after_stop) as signals, lock:
         try:
             if ckpt is not None:
                 model.restore(ckpt)

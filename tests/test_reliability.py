@@ -262,22 +262,21 @@ def test_sigint_many_random_moments(tmp_path):
 
 
 @pytest.mark.parametrize("after_stop", [None, signal.SIG_IGN], ids=["library", "cli"])
-def test_a_signal_after_the_run_stopped_meets_the_handler_the_caller_chose(monkeypatch, after_stop):
+def test_a_signal_after_the_run_stopped_meets_the_handler_the_caller_chose(after_stop):
     """Once a signal has stopped a run, the CLI ignores further ones on its way out (Python's own
     handler would raise KeyboardInterrupt there, replacing the message that names the checkpoint);
     a library caller gets its own handlers back; a run that no signal stopped always does."""
     from dnnspec.session import Interrupts
 
     before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(Interrupts, "after_stop", after_stop)
     try:
-        with Interrupts() as signals:
+        with Interrupts(after_stop=after_stop) as signals:
             os.kill(os.getpid(), signal.SIGINT)  # the first signal: the run is asked to stop
             time.sleep(0.01)  # the handler runs in the main thread between bytecodes
         assert signals.received == signal.SIGINT
         assert signal.getsignal(signal.SIGINT) is (before if after_stop is None else after_stop)
         signal.signal(signal.SIGINT, before)
-        with Interrupts():
+        with Interrupts(after_stop=after_stop):
             pass
         assert signal.getsignal(signal.SIGINT) is before
     finally:

@@ -78,9 +78,9 @@ def run(spec, overrides, as_json, quiet, resume, reuses, no_cache, threads, moni
 
         monitor = LayerMonitor(model.plan, every) if every else None
         hooks = [tensorboard_writer(tensorboard_dir)] if tensorboard_dir else []
-    session.Interrupts.after_stop = signal.SIG_IGN  # this process prints the run's message and exits
     result = session.run(model, reporter=reporter, resume=resume, monitor=monitor, hooks=hooks or (),
-                         log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)))
+                         log=(lambda msg: None) if quiet else (lambda msg: click.echo(msg, file=out)),
+                         after_stop=signal.SIG_IGN)  # this process prints the run's message and exits
     if as_json:
         click.echo(json.dumps(result))
     else:

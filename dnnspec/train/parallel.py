@@ -74,8 +74,8 @@ class ThreadConfig:
     block: int | None = None
 
     def __str__(self) -> str:
-        pool = f"GEMM blocks and element-wise {self.pool}" if self.blas == 1 and self.pool > 1 else f"element-wise {self.pool}"
-        text = f"BLAS {self.blas} thread{'s' if self.blas != 1 else ''}, {pool}"
+        work = "GEMM blocks and element-wise" if self.blas == 1 and self.pool > 1 else "element-wise"
+        text = f"BLAS {self.blas} thread{'s' if self.blas != 1 else ''}, {work} {self.pool}"
         return text if self.block is None else f"{text}, row blocks from {_ki(self.block)}"
 
     @property
